@@ -1,0 +1,234 @@
+"""The immutable Dataset: interactions as columnar arrays, vocabularies, and feature tables."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recfunnel.data.errors import DataError
+from recfunnel.data.vocab import Vocab
+
+
+def _frozen(a: np.ndarray | None, dtype: type) -> np.ndarray | None:
+    if a is None:
+        return None
+    out = np.ascontiguousarray(a, dtype=dtype)
+    if out is a:
+        out = out.copy()
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Interaction rows as parallel read-only arrays (indices, not raw ids).
+
+    Attributes:
+        user, item: int64 [n] vocabulary indices.
+        timestamp: int64 [n] or None when the source has no time.
+        rating: float32 [n] explicit rating or None.
+        weight: float32 [n] implicit strength (play count, ...) or None (all 1).
+        order: int64 [n] position of the row in its source file, the documented tie-break for
+            events with equal timestamps.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    timestamp: np.ndarray | None = None
+    rating: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    order: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        object.__setattr__(self, "user", _frozen(self.user, np.int64))
+        object.__setattr__(self, "item", _frozen(self.item, np.int64))
+        object.__setattr__(self, "timestamp", _frozen(self.timestamp, np.int64))
+        object.__setattr__(self, "rating", _frozen(self.rating, np.float32))
+        object.__setattr__(self, "weight", _frozen(self.weight, np.float32))
+        order = self.order if self.order is not None else np.arange(n)
+        object.__setattr__(self, "order", _frozen(order, np.int64))
+        for name in ("item", "timestamp", "rating", "weight", "order"):
+            col = getattr(self, name)
+            if col is not None and len(col) != n:
+                raise ValueError(f"interaction column {name} has {len(col)} rows, user has {n}")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, rows: np.ndarray) -> Interactions:
+        """The rows at `rows` (an index or boolean array), in that order."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return Interactions(
+            pick(self.user), pick(self.item), pick(self.timestamp), pick(self.rating),
+            pick(self.weight), pick(self.order),
+        )
+
+    def concat(self, other: Interactions) -> Interactions:
+        def cat(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None or b is None else np.concatenate([a, b])
+
+        return Interactions(
+            np.concatenate([self.user, other.user]), np.concatenate([self.item, other.item]),
+            cat(self.timestamp, other.timestamp), cat(self.rating, other.rating),
+            cat(self.weight, other.weight), cat(self.order, other.order),
+        )
+
+    def matrix(self, n_users: int, n_items: int, values: str = "binary") -> sp.csr_matrix:
+        """User x item CSR matrix. values: "binary" (1 per pair), "weight" or "rating" (summed)."""
+        if values == "binary":
+            data = np.ones(len(self), dtype=np.float32)
+        else:
+            col = getattr(self, values)
+            data = np.ones(len(self), np.float32) if col is None else np.asarray(col, np.float32)
+        m = sp.csr_matrix((data, (self.user, self.item)), shape=(n_users, n_items), dtype=np.float32)
+        m.sum_duplicates()
+        if values == "binary":
+            m.data[:] = 1.0
+        return m
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Interactions plus the user/item vocabularies and optional feature tables.
+
+    `user_features` / `item_features` are polars frames whose row i describes index i of the
+    vocabulary (raw id in column "id"). The item vocabulary is the union of items seen in
+    interactions and items listed in the item table, so catalogue items without interactions
+    (cold start) keep an index.
+    """
+
+    name: str
+    interactions: Interactions
+    users: Vocab
+    items: Vocab
+    user_features: pl.DataFrame | None = None
+    item_features: pl.DataFrame | None = None
+    source: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def has_time(self) -> bool:
+        return self.interactions.timestamp is not None
+
+    def user_items(self, values: str = "binary") -> sp.csr_matrix:
+        return self.interactions.matrix(self.n_users, self.n_items, values)
+
+    def item_titles(self) -> list[str] | None:
+        """Item titles in index order where the item table has a "title" column."""
+        if self.item_features is None or "title" not in self.item_features.columns:
+            return None
+        return self.item_features["title"].to_list()
+
+    def fingerprint(self) -> str:
+        """sha256 over the interaction arrays and vocabularies: two datasets with the same
+        fingerprint give identical splits for identical split settings."""
+        h = hashlib.sha256()
+        for a in (self.interactions.user, self.interactions.item, self.interactions.timestamp):
+            if a is not None:
+                h.update(a.tobytes())
+        h.update(self.users.sha256.encode())
+        h.update(self.items.sha256.encode())
+        return h.hexdigest()
+
+    def with_positive_threshold(self, threshold: float) -> Dataset:
+        """Keep only interactions with rating >= threshold (explicit ratings -> implicit positives).
+
+        Vocabularies are kept, so every user and item keeps its index; the note records how many
+        rows were turned away."""
+        if self.interactions.rating is None:
+            raise DataError(
+                f"dataset {self.name!r} has no rating column, so a rating threshold cannot apply",
+                expected="a column mapping that names the rating column",
+            )
+        keep = self.interactions.rating >= threshold
+        note = f"rating >= {threshold}: kept {int(keep.sum())} of {len(keep)} interactions as positives"
+        return replace(self, interactions=self.interactions.take(np.flatnonzero(keep)),
+                       notes=self.notes + (note,))
+
+    def summary(self) -> dict[str, object]:
+        ints = self.interactions
+        return {
+            "name": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": len(ints),
+            "density": len(ints) / max(1, self.n_users * self.n_items),
+            "has_time": self.has_time,
+            "has_rating": ints.rating is not None,
+            "source": self.source,
+            "notes": list(self.notes),
+        }
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    return np.unique(values)
+
+
+def build_dataset(
+    name: str,
+    frame: pl.DataFrame,
+    *,
+    user_features: pl.DataFrame | None = None,
+    item_features: pl.DataFrame | None = None,
+    source: str | Path = "",
+) -> Dataset:
+    """Build a Dataset from a frame with columns user, item and optional timestamp, rating, weight.
+
+    Raw ids are sorted (numerically when the column is numeric) to define indices, so the
+    same file always gives the same vocabulary. Feature frames need an "id" column of raw ids;
+    their rows are reordered to vocabulary order (rows for ids absent from both interactions
+    and the table are null).
+    """
+    users_raw = frame["user"].to_numpy()
+    items_raw = frame["item"].to_numpy()
+    user_pool = users_raw
+    item_pool = items_raw
+    if user_features is not None:
+        user_pool = np.concatenate([users_raw, user_features["id"].cast(frame["user"].dtype).to_numpy()])
+    if item_features is not None:
+        item_pool = np.concatenate([items_raw, item_features["id"].cast(frame["item"].dtype).to_numpy()])
+    user_ids = _sorted_unique(user_pool)
+    item_ids = _sorted_unique(item_pool)
+    users = Vocab(tuple(str(x) for x in user_ids.tolist()), name="user")
+    items = Vocab(tuple(str(x) for x in item_ids.tolist()), name="item")
+    u = np.searchsorted(user_ids, users_raw)
+    i = np.searchsorted(item_ids, items_raw)
+
+    def col(c: str) -> np.ndarray | None:
+        return frame[c].to_numpy() if c in frame.columns else None
+
+    interactions = Interactions(u, i, col("timestamp"), col("rating"), col("weight"))
+
+    def align(table: pl.DataFrame | None, vocab: Vocab) -> pl.DataFrame | None:
+        if table is None:
+            return None
+        table = table.with_columns(pl.col("id").cast(pl.Utf8))
+        order = pl.DataFrame({"id": list(vocab.ids)})
+        return order.join(table, on="id", how="left", maintain_order="left")
+
+    return Dataset(
+        name=name,
+        interactions=interactions,
+        users=users,
+        items=items,
+        user_features=align(user_features, users),
+        item_features=align(item_features, items),
+        source=str(source),
+    )

@@ -1,0 +1,136 @@
+"""Evaluation protocols: full ranking over all items (seen items masked) and sampled ranking.
+
+Full ranking scores users in batches, never a dense users x items matrix for the whole
+dataset. Sampled ranking ranks each held-out item against the split's saved negatives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recfunnel.data.dataset import Dataset
+from recfunnel.data.splits import Split
+from recfunnel.eval.metrics import mean_metrics, ranking_metrics, ranks_of_relevant
+from recfunnel.eval.result import Result
+from recfunnel.models.base import FullScorer, Scorer
+
+DEFAULT_KS = (5, 10, 20)
+
+
+def _padded_rows(m: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column indices of CSR rows as a [len(rows), R] tensor padded with -1, and the counts."""
+    sub = m[rows]
+    counts = np.diff(sub.indptr)
+    width = max(1, int(counts.max(initial=0)))
+    out = np.full((len(rows), width), -1, dtype=np.int64)
+    r = np.repeat(np.arange(len(rows)), counts)
+    c = np.arange(len(sub.indices)) - np.repeat(sub.indptr[:-1], counts)
+    out[r, c] = sub.indices
+    return torch.from_numpy(out), torch.from_numpy(counts.astype(np.int64))
+
+
+def _masks(dataset: Dataset, split: Split, part: str) -> sp.csr_matrix:
+    parts = ["train"] if part == "valid" else ["train", "valid"]
+    rows = np.concatenate([split.rows(p) for p in parts])
+    return dataset.interactions.take(rows).matrix(dataset.n_users, dataset.n_items)
+
+
+@torch.no_grad()
+def evaluate_full(
+    model: FullScorer,
+    dataset: Dataset,
+    split: Split,
+    part: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 512,
+    name: str = "",
+    seed: int = 0,
+) -> Result:
+    """Rank every item for each user of `part`; items the user had in train (and valid, when
+    `part` is test) are masked. Relevant items: the user's interactions in `part`."""
+    t0 = time.perf_counter()
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    target = split.part(dataset, part).matrix(dataset.n_users, dataset.n_items)
+    mask = _masks(dataset, split, part)
+    users = split.eval_users(dataset, part)
+    sums: dict[str, float] = {}
+    for start in range(0, len(users), batch_size):
+        ub = users[start : start + batch_size]
+        scores = model.score_all(torch.from_numpy(ub)).float()
+        mcols, _ = _padded_rows(mask, ub)
+        valid = mcols >= 0
+        rr = torch.arange(len(ub)).unsqueeze(1).expand_as(mcols)[valid]
+        scores[rr, mcols[valid]] = float("-inf")
+        rel, n_rel = _padded_rows(target, ub)
+        per_user = ranking_metrics(ranks_of_relevant(scores, rel), n_rel, ks)
+        for k, v in per_user.items():
+            sums[k] = sums.get(k, 0.0) + float(v.sum())
+    if was_training and hasattr(model, "train"):
+        model.train()
+    metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
+    return Result(name or getattr(model, "family", type(model).__name__), dataset.name, "full",
+                  split.describe(), part, tuple(ks), seed, len(users), metrics,
+                  time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def evaluate_sampled(
+    model: Scorer,
+    dataset: Dataset,
+    split: Split,
+    part: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 1024,
+    name: str = "",
+    seed: int = 0,
+) -> Result:
+    """Rank each user's held-out item (column 0) against the split's fixed negatives.
+
+    Needs a split with one held-out item per user (leave-one-out or random_holdout) and
+    negatives drawn by `Split.with_negatives`; the protocol is named "sampled-<n>"."""
+    t0 = time.perf_counter()
+    negs = split.negatives.get(part)
+    if negs is None or len(negs) == 0:
+        raise ValueError("this split carries no evaluation negatives; call split.with_negatives(dataset)")
+    ints = split.part(dataset, part)
+    order = np.argsort(ints.user, kind="stable")
+    users, items = ints.user[order], ints.item[order]
+    eval_users = split.eval_users(dataset, part)
+    if len(users) != len(eval_users):
+        raise ValueError("sampled evaluation needs exactly one held-out item per user (leave_one_out)")
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    sums: dict[str, float] = {}
+    for start in range(0, len(users), batch_size):
+        ub = torch.from_numpy(users[start : start + batch_size])
+        cand = torch.from_numpy(np.concatenate([items[start : start + batch_size, None],
+                                                negs[start : start + batch_size]], axis=1))
+        scores = model.score(ub, cand).float()
+        rel = torch.zeros(len(ub), 1, dtype=torch.long)
+        per_user = ranking_metrics(ranks_of_relevant(scores, rel), torch.ones(len(ub), dtype=torch.long), ks)
+        for k, v in per_user.items():
+            sums[k] = sums.get(k, 0.0) + float(v.sum())
+    if was_training and hasattr(model, "train"):
+        model.train()
+    metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
+    return Result(name or getattr(model, "family", type(model).__name__), dataset.name,
+                  f"sampled-{negs.shape[1]}", split.describe(), part, tuple(ks), seed, len(users),
+                  metrics, time.perf_counter() - t0)
+
+
+def evaluate(model, dataset: Dataset, split: Split, protocol: str, part: str = "test",
+             ks: Sequence[int] = DEFAULT_KS, name: str = "", seed: int = 0) -> Result:
+    """Dispatch on protocol name: "full" or "sampled"."""
+    if protocol == "full":
+        return evaluate_full(model, dataset, split, part, ks, name=name, seed=seed)
+    if protocol.startswith("sampled"):
+        return evaluate_sampled(model, dataset, split, part, ks, name=name, seed=seed)
+    raise ValueError(f"unknown protocol {protocol!r}; valid: full, sampled")

@@ -1,0 +1,119 @@
+"""What a model can do (capability protocols), typed configs, and the registry of model families.
+
+Capabilities (DESIGN.md): every model is a **Scorer** (`score(users, items)`); **Factorised**
+models add `user_vectors` / `item_vectors` (score = dot product) and can feed an ANN index;
+every model here is also a **FullScorer** (`score_all(users)`), factorised ones for free.
+The evaluator, index and funnel ask for a Protocol, never a model class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import scipy.sparse as sp
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's typed hyper-parameters; round-trips through TOML and manifests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits for users [B] against items [B, C] -> [B, C]."""
+        ...
+
+
+@runtime_checkable
+class FullScorer(Protocol):
+    n_items: int
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of users [B] against every item -> [B, n_items]."""
+        ...
+
+
+@runtime_checkable
+class Factorised(Protocol):
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """[B] -> [B, d]."""
+        ...
+
+    def item_vectors(self) -> torch.Tensor:
+        """[n_items, d]."""
+        ...
+
+
+class Model(nn.Module):
+    """Base of recfunnel models: holds the config and sizes; gives a default `score_all`.
+
+    Subclasses set `family`, `Config`, and either `trainable = True` with a default
+    `objective` name (trained by the Trainer) or implement `fit_matrix` (closed form).
+    """
+
+    family: ClassVar[str] = ""
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    trainable: ClassVar[bool] = True
+    objective: ClassVar[str] = "bce"
+
+    def __init__(self, config: ModelConfig, n_users: int, n_items: int) -> None:
+        super().__init__()
+        self.config = config
+        self.n_users = n_users
+        self.n_items = n_items
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit_matrix(self, train: sp.csr_matrix) -> None:
+        """Closed-form fit on the binary user x item training matrix (non-trainable models)."""
+        raise NotImplementedError(f"{self.family} is trained by the Trainer, not in closed form")
+
+    @torch.no_grad()
+    def score_all(self, users: torch.Tensor, item_chunk: int = 65536) -> torch.Tensor:
+        """[B] -> [B, n_items]. Factorised models take one matmul; others score all pairs,
+        in item chunks so memory stays bounded."""
+        if isinstance(self, Factorised):
+            return self.user_vectors(users) @ self.item_vectors().T + self.item_bias_all()
+        out = []
+        for start in range(0, self.n_items, item_chunk):
+            items = torch.arange(start, min(start + item_chunk, self.n_items))
+            out.append(self.score(users, items.expand(len(users), -1)))
+        return torch.cat(out, dim=1)
+
+    def item_bias_all(self) -> torch.Tensor | float:
+        """Per-item additive score term for factorised models with item biases (else 0)."""
+        return 0.0
+
+    def extra_state_for_save(self) -> dict[str, Any]:
+        return {}
+
+
+MODELS: dict[str, type[Model]] = {}
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Class decorator adding a model family to the registry under `cls.family`."""
+    MODELS[cls.family] = cls
+    return cls
+
+
+def model_class(name: str) -> type[Model]:
+    """The registered class for `name`; the error lists the valid names."""
+    import recfunnel.models  # noqa: F401  (populates the registry)
+
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
+
+
+def build_model(name: str, n_users: int, n_items: int, config: dict[str, Any] | ModelConfig | None = None) -> Model:
+    cls = model_class(name)
+    cfg = config if isinstance(config, ModelConfig) else cls.Config(**(config or {}))
+    return cls(cfg, n_users, n_items)
