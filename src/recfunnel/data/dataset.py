@@ -68,8 +68,12 @@ class Interactions:
             return None if a is None else a[rows]
 
         return Interactions(
-            pick(self.user), pick(self.item), pick(self.timestamp), pick(self.rating),
-            pick(self.weight), pick(self.order),
+            pick(self.user),
+            pick(self.item),
+            pick(self.timestamp),
+            pick(self.rating),
+            pick(self.weight),
+            pick(self.order),
         )
 
     def concat(self, other: Interactions) -> Interactions:
@@ -77,9 +81,12 @@ class Interactions:
             return None if a is None or b is None else np.concatenate([a, b])
 
         return Interactions(
-            np.concatenate([self.user, other.user]), np.concatenate([self.item, other.item]),
-            cat(self.timestamp, other.timestamp), cat(self.rating, other.rating),
-            cat(self.weight, other.weight), cat(self.order, other.order),
+            np.concatenate([self.user, other.user]),
+            np.concatenate([self.item, other.item]),
+            cat(self.timestamp, other.timestamp),
+            cat(self.rating, other.rating),
+            cat(self.weight, other.weight),
+            cat(self.order, other.order),
         )
 
     def matrix(self, n_users: int, n_items: int, values: str = "binary") -> sp.csr_matrix:
@@ -159,8 +166,9 @@ class Dataset:
             )
         keep = self.interactions.rating >= threshold
         note = f"rating >= {threshold}: kept {int(keep.sum())} of {len(keep)} interactions as positives"
-        return replace(self, interactions=self.interactions.take(np.flatnonzero(keep)),
-                       notes=self.notes + (note,))
+        return replace(
+            self, interactions=self.interactions.take(np.flatnonzero(keep)), notes=self.notes + (note,)
+        )
 
     def summary(self) -> dict[str, object]:
         ints = self.interactions
@@ -181,6 +189,22 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return np.unique(values)
 
 
+def _ids(column: pl.Series, table: pl.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw ids of interactions and the pool (interactions + feature table) they index into.
+
+    Integer ids stay integers (vocabularies sort numerically) when the table's ids are integers
+    too; otherwise both sides become strings so "7" and 7 meet."""
+    if table is None:
+        raw = column.to_numpy()
+        return raw, raw
+    other = table["id"]
+    if column.dtype.is_integer() and other.dtype.is_integer():
+        raw = column.cast(pl.Int64).to_numpy()
+        return raw, np.concatenate([raw, other.cast(pl.Int64).to_numpy()])
+    raw = column.cast(pl.Utf8).to_numpy()
+    return raw, np.concatenate([raw, other.cast(pl.Utf8).to_numpy()])
+
+
 def build_dataset(
     name: str,
     frame: pl.DataFrame,
@@ -188,6 +212,7 @@ def build_dataset(
     user_features: pl.DataFrame | None = None,
     item_features: pl.DataFrame | None = None,
     source: str | Path = "",
+    notes: tuple[str, ...] = (),
 ) -> Dataset:
     """Build a Dataset from a frame with columns user, item and optional timestamp, rating, weight.
 
@@ -196,14 +221,17 @@ def build_dataset(
     their rows are reordered to vocabulary order (rows for ids absent from both interactions
     and the table are null).
     """
-    users_raw = frame["user"].to_numpy()
-    items_raw = frame["item"].to_numpy()
-    user_pool = users_raw
-    item_pool = items_raw
-    if user_features is not None:
-        user_pool = np.concatenate([users_raw, user_features["id"].cast(frame["user"].dtype).to_numpy()])
-    if item_features is not None:
-        item_pool = np.concatenate([items_raw, item_features["id"].cast(frame["item"].dtype).to_numpy()])
+    for label, table in (("user", user_features), ("item", item_features)):
+        if table is not None:
+            dup = table["id"].cast(pl.Utf8).is_duplicated()
+            if dup.any():
+                raise DataError(
+                    f"{label} feature table lists id {table['id'][int(dup.arg_max())]!r} more than once",
+                    path=source or None,
+                    expected="one row per id",
+                )
+    users_raw, user_pool = _ids(frame["user"], user_features)
+    items_raw, item_pool = _ids(frame["item"], item_features)
     user_ids = _sorted_unique(user_pool)
     item_ids = _sorted_unique(item_pool)
     users = Vocab(tuple(str(x) for x in user_ids.tolist()), name="user")
@@ -231,4 +259,5 @@ def build_dataset(
         user_features=align(user_features, users),
         item_features=align(item_features, items),
         source=str(source),
+        notes=tuple(notes),
     )

@@ -38,9 +38,25 @@ __all__ = [
 
 #: The 19 genres of the MovieLens 100K release, in u.item flag order (used when u.genre is absent).
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 
 SEQUENCE_NOTE = "timestamps are the file's row order (the format has no time)"
@@ -101,8 +117,11 @@ def _unquote(s: pl.Series) -> pl.Series:
     quoted = s.str.starts_with('"') & s.str.ends_with('"') & (s.str.len_chars() >= 2)
     return (
         pl.DataFrame({"s": s, "q": quoted})
-        .select(pl.when(pl.col("q")).then(pl.col("s").str.slice(1, pl.col("s").str.len_chars() - 2))
-                .otherwise(pl.col("s")))
+        .select(
+            pl.when(pl.col("q"))
+            .then(pl.col("s").str.slice(1, pl.col("s").str.len_chars() - 2))
+            .otherwise(pl.col("s"))
+        )
         .to_series()
         .alias(s.name)
     )
@@ -129,7 +148,7 @@ class _Split:
 
     def field(self, index: int) -> pl.Series:
         s = self.parts.list.get(index)
-        return _unquote(s) if self.unquote else s
+        return _unquote(s.str.strip_chars()) if self.unquote else s
 
 
 def _split_text(
@@ -161,13 +180,15 @@ def _split_text(
         first = lines[0]
         if first.strip() == "":
             raise DataError("line 1 is blank", path=path, line=1, expected="a header line naming the columns")
-        raw_names = pl.Series(first.split(sep))
+        raw_names = pl.Series(first.split(sep)).str.strip_chars()
         if unquote:
-            raw_names = _unquote(raw_names)
-        header_names = tuple(raw_names.str.strip_chars().to_list())
+            raw_names = _unquote(raw_names).str.strip_chars()
+        header_names = tuple(raw_names.to_list())
         lines, numbers = lines.slice(1), numbers[1:]
         if len(lines) == 0:
-            raise DataError("empty file: a header but no data rows", path=path, expected="at least one data row")
+            raise DataError(
+                "empty file: a header but no data rows", path=path, expected="at least one data row"
+            )
 
     blank = (lines.str.strip_chars() == "").to_numpy()
     skipped: tuple[int, ...] = ()
@@ -231,8 +252,14 @@ def _text_ids(split: _Split, index: int, column: str | int, role: str) -> pl.Ser
     s = raw.str.strip_chars()
     row = _first(s == "")
     if row is not None:
-        return DataError(f"empty {role} id", path=split.path, line=split.line(row), column=column,
-                         value=raw[row], expected=f"a non-empty {role} id")
+        return DataError(
+            f"empty {role} id",
+            path=split.path,
+            line=split.line(row),
+            column=column,
+            value=raw[row],
+            expected=f"a non-empty {role} id",
+        )
     return _id_dtype(s).alias(role)
 
 
@@ -241,32 +268,56 @@ def _text_floats(split: _Split, index: int, column: str | int, role: str) -> pl.
     vals = raw.str.strip_chars().cast(pl.Float64, strict=False)
     row = _first(vals.is_null() | ~vals.is_finite())
     if row is not None:
-        return DataError(f"{role} is not a number", path=split.path, line=split.line(row), column=column,
-                         value=raw[row], expected=f"a finite number for {role}")
+        return DataError(
+            f"{role} is not a number",
+            path=split.path,
+            line=split.line(row),
+            column=column,
+            value=raw[row],
+            expected=f"a finite number for {role}",
+        )
     return vals.alias(role)
 
 
-def _text_ints(split: _Split, index: int, column: str | int, role: str, expected: str = "") -> pl.Series | DataError:
+def _text_ints(
+    split: _Split, index: int, column: str | int, role: str, expected: str = ""
+) -> pl.Series | DataError:
     raw = split.field(index)
     vals = raw.str.strip_chars().str.to_integer(strict=False)
     row = _first(vals.is_null())
     if row is not None:
-        return DataError(f"{role} is not an integer", path=split.path, line=split.line(row), column=column,
-                         value=raw[row], expected=expected or f"an integer for {role}")
+        return DataError(
+            f"{role} is not an integer",
+            path=split.path,
+            line=split.line(row),
+            column=column,
+            value=raw[row],
+            expected=expected or f"an integer for {role}",
+        )
     return vals.alias(role)
 
 
 def _text_timestamps(split: _Split, index: int, column: str | int, fmt: str | None) -> pl.Series | DataError:
     if fmt is None:
-        return _text_ints(split, index, column, "timestamp",
-                          "an integer unix timestamp in seconds (set timestamp_format to read dates)")
+        return _text_ints(
+            split,
+            index,
+            column,
+            "timestamp",
+            "an integer unix timestamp in seconds (set timestamp_format to read dates)",
+        )
     raw = split.field(index)
     parsed = raw.str.strip_chars().str.strptime(pl.Datetime("us"), fmt, strict=False)
     row = _first(parsed.is_null())
     if row is not None:
-        return DataError(f"timestamp does not match timestamp_format {fmt!r}", path=split.path,
-                         line=split.line(row), column=column, value=raw[row],
-                         expected=f"a date written as {fmt!r}")
+        return DataError(
+            f"timestamp does not match timestamp_format {fmt!r}",
+            path=split.path,
+            line=split.line(row),
+            column=column,
+            value=raw[row],
+            expected=f"a date written as {fmt!r}",
+        )
     return parsed.dt.epoch("s").cast(pl.Int64).alias("timestamp")
 
 
@@ -284,7 +335,10 @@ def _check_unique_ids(ids: pl.Series, split: _Split, column: str, what: str) -> 
         first = _first(ids == ids[dup])
         raise DataError(
             f"{what} id {ids[dup]!r} is listed twice (first on line {split.line(first or 0)})",
-            path=split.path, line=split.line(dup), column=column, expected=f"one line per {what}",
+            path=split.path,
+            line=split.line(dup),
+            column=column,
+            expected=f"one line per {what}",
         )
 
 
@@ -299,7 +353,9 @@ def _skip_note(split: _Split) -> list[str]:
     return [f"{split.path.name}: skipped {len(split.skipped)} blank line(s): {shown}"]
 
 
-def _same_id_dtype(frame: pl.DataFrame, col: str, table: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def _same_id_dtype(
+    frame: pl.DataFrame, col: str, table: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Interactions and feature table ids must share a dtype for build_dataset: else both become str."""
     if table is None or frame[col].dtype == table["id"].dtype:
         return frame, table
@@ -320,12 +376,14 @@ _RATING_NAMES = ("user", "item", "rating", "timestamp")
 
 def _read_ratings(path: Path, sep: str) -> pl.DataFrame:
     split = _split_text(path, sep=sep, names=_RATING_NAMES)
-    return _collect({
-        "user": _text_ids(split, 0, "user", "user"),
-        "item": _text_ids(split, 1, "item", "item"),
-        "rating": _text_floats(split, 2, "rating", "rating"),
-        "timestamp": _text_timestamps(split, 3, "timestamp", None),
-    })
+    return _collect(
+        {
+            "user": _text_ids(split, 0, "user", "user"),
+            "item": _text_ids(split, 1, "item", "item"),
+            "rating": _text_floats(split, 2, "rating", "rating"),
+            "timestamp": _text_timestamps(split, 3, "timestamp", None),
+        }
+    )
 
 
 def _require_folder(folder: Path, must_hold: str) -> Path:
@@ -344,8 +402,13 @@ def _ml100k_genres(path: Path) -> tuple[tuple[str, ...], list[str]]:
     table = _collect({"genre": split.field(0), "index": _text_ints(split, 1, "index", "genre index")})
     order = table["index"].to_numpy()
     if sorted(order.tolist()) != list(range(len(order))):
-        raise DataError("genre indices are not 0..n-1, each once", path=path, column="index",
-                        value=order.tolist(), expected=f"0..{len(order) - 1}")
+        raise DataError(
+            "genre indices are not 0..n-1, each once",
+            path=path,
+            column="index",
+            value=order.tolist(),
+            expected=f"0..{len(order) - 1}",
+        )
     names = tuple(table.sort("index")["genre"].to_list())
     return names, _skip_note(split)
 
@@ -361,9 +424,18 @@ def _ml100k_items(path: Path, genres: Sequence[str]) -> tuple[pl.DataFrame, list
     for j, g in enumerate(genres):
         flag = split.field(len(head) + j)
         row = _first(~flag.is_in(["0", "1"]))
-        results[f"g{j}"] = flag if row is None else DataError(
-            f"genre flag {g!r} is not 0 or 1", path=path, line=split.line(row), column=g,
-            value=flag[row], expected="0 or 1")
+        results[f"g{j}"] = (
+            flag
+            if row is None
+            else DataError(
+                f"genre flag {g!r} is not 0 or 1",
+                path=path,
+                line=split.line(row),
+                column=g,
+                value=flag[row],
+                expected="0 or 1",
+            )
+        )
     raw = _collect(results)
     _check_unique_ids(raw["id"], split, "id", "item")
     release = pl.when(pl.col("release_date") == "").then(None).otherwise(pl.col("release_date"))
@@ -372,21 +444,24 @@ def _ml100k_items(path: Path, genres: Sequence[str]) -> tuple[pl.DataFrame, list
         "id",
         "title",
         release.alias("release_date"),
-        pl.coalesce(pl.col("release_date").str.extract(r"(\d{4})\s*$", 1).cast(pl.Int64),
-                    _title_year(pl.col("title"))).alias("year"),
+        pl.coalesce(
+            pl.col("release_date").str.extract(r"(\d{4})\s*$", 1).cast(pl.Int64), _title_year(pl.col("title"))
+        ).alias("year"),
         pl.concat_list(flags).list.drop_nulls().alias("genres"),
     )
     return items, _skip_note(split)
 
 
 def _users_table(split: _Split, cols: dict[str, int]) -> pl.DataFrame:
-    users = _collect({
-        "id": _text_ids(split, cols["id"], "id", "user"),
-        "age": _text_ints(split, cols["age"], "age", "age"),
-        "gender": split.field(cols["gender"]),
-        "occupation": split.field(cols["occupation"]),
-        "zip": split.field(cols["zip"]),
-    })
+    users = _collect(
+        {
+            "id": _text_ids(split, cols["id"], "id", "user"),
+            "age": _text_ints(split, cols["age"], "age", "age"),
+            "gender": split.field(cols["gender"]),
+            "occupation": split.field(cols["occupation"]),
+            "zip": split.field(cols["zip"]),
+        }
+    )
     _check_unique_ids(users["id"], split, "id", "user")
     return users
 
@@ -409,8 +484,13 @@ def read_ml100k(folder: Path, name: str = "ml-100k") -> Dataset:
     else:
         notes.append("u.item absent: no item features")
     if (folder / "u.user").exists():
-        split = _split_text(folder / "u.user", sep="|", names=("id", "age", "gender", "occupation", "zip"),
-                            encoding="auto", skip_blank=True)
+        split = _split_text(
+            folder / "u.user",
+            sep="|",
+            names=("id", "age", "gender", "occupation", "zip"),
+            encoding="auto",
+            skip_blank=True,
+        )
         users = _users_table(split, {"id": 0, "age": 1, "gender": 2, "occupation": 3, "zip": 4})
         notes += _skip_note(split)
     else:
@@ -432,21 +512,29 @@ def read_ml1m(folder: Path, name: str = "ml-1m") -> Dataset:
     items = users = None
     if (folder / "movies.dat").exists():
         split = _split_text(folder / "movies.dat", sep="::", names=("id", "title", "genres"), encoding="auto")
-        raw = _collect({"id": _text_ids(split, 0, "id", "item"), "title": split.field(1),
-                        "genres": split.field(2)})
+        raw = _collect(
+            {"id": _text_ids(split, 0, "id", "item"), "title": split.field(1), "genres": split.field(2)}
+        )
         _check_unique_ids(raw["id"], split, "id", "item")
         items = raw.select(
             "id",
             "title",
             pl.lit(None, dtype=pl.Utf8).alias("release_date"),
             _title_year(pl.col("title")).alias("year"),
-            pl.col("genres").str.split("|").list.eval(pl.element().filter(pl.element() != "")).alias("genres"),
+            pl.col("genres")
+            .str.split("|")
+            .list.eval(pl.element().filter(pl.element() != ""))
+            .alias("genres"),
         )
     else:
         notes.append("movies.dat absent: no item features")
     if (folder / "users.dat").exists():
-        split = _split_text(folder / "users.dat", sep="::",
-                            names=("id", "gender", "age", "occupation", "zip"), encoding="auto")
+        split = _split_text(
+            folder / "users.dat",
+            sep="::",
+            names=("id", "gender", "age", "occupation", "zip"),
+            encoding="auto",
+        )
         users = _users_table(split, {"id": 0, "gender": 1, "age": 2, "occupation": 3, "zip": 4})
     else:
         notes.append("users.dat absent: no user features")
@@ -467,7 +555,9 @@ def read_sequences(path: Path, name: str | None = None) -> Dataset:
     file's rows, so ordering by time (leave-one-out) follows the file."""
     path = Path(path)
     split = _split_text(path, sep=" ", names=("user", "item"))
-    frame = _collect({"user": _text_ids(split, 0, "user", "user"), "item": _text_ids(split, 1, "item", "item")})
+    frame = _collect(
+        {"user": _text_ids(split, 0, "user", "user"), "item": _text_ids(split, 1, "item", "item")}
+    )
     frame = frame.with_columns(timestamp=pl.int_range(0, pl.len(), dtype=pl.Int64))
     ds = build_dataset(name or path.stem, frame, source=path)
     return _with_notes(ds, [SEQUENCE_NOTE])
@@ -476,16 +566,28 @@ def read_sequences(path: Path, name: str | None = None) -> Dataset:
 def _resolve(ref: str | int, names: Sequence[str], path: Path, role: str, what: str) -> int:
     if isinstance(ref, int):
         if ref >= len(names):
-            raise DataError(f"{role} column position {ref} is out of range: the file has {len(names)} {what}",
-                            path=path, column=ref, expected=f"a 0-based position below {len(names)}")
+            raise DataError(
+                f"{role} column position {ref} is out of range: the file has {len(names)} {what}",
+                path=path,
+                column=ref,
+                expected=f"a 0-based position below {len(names)}",
+            )
         return ref
     hits = [i for i, n in enumerate(names) if n == ref]
     if not hits:
-        raise DataError(f"{role} column {ref!r} not found", path=path, column=ref,
-                        expected=f"one of the columns present: {', '.join(map(repr, names))}")
+        raise DataError(
+            f"{role} column {ref!r} not found",
+            path=path,
+            column=ref,
+            expected=f"one of the columns present: {', '.join(map(repr, names))}",
+        )
     if len(hits) > 1:
-        raise DataError(f"{role} column {ref!r} appears {len(hits)} times in the header", path=path,
-                        column=ref, expected="a column name that appears once (or a 0-based position)")
+        raise DataError(
+            f"{role} column {ref!r} appears {len(hits)} times in the header",
+            path=path,
+            column=ref,
+            expected="a column name that appears once (or a 0-based position)",
+        )
     return hits[0]
 
 
@@ -525,7 +627,9 @@ def _parquet_column(s: pl.Series, m: ColumnMapping, column: str, role: str) -> p
             text = s.cast(pl.Utf8).str.strip_chars()
             row = _first(text == "")
             if row is not None:
-                raise _parquet_error(path, column, f"row {row + 1} has an empty {role} id", f"a non-empty {role} id")
+                raise _parquet_error(
+                    path, column, f"row {row + 1} has an empty {role} id", f"a non-empty {role} id"
+                )
             return _id_dtype(text).alias(role)
         if dt.is_float() and bool((s == s.round(0)).all()):
             return s.cast(pl.Int64).alias(role)
@@ -541,20 +645,30 @@ def _parquet_column(s: pl.Series, m: ColumnMapping, column: str, role: str) -> p
             parsed = s.str.strip_chars().str.strptime(pl.Datetime("us"), m.timestamp_format, strict=False)
             row = _first(parsed.is_null())
             if row is not None:
-                raise _parquet_error(path, column, f"row {row + 1}: timestamp does not match timestamp_format",
-                                     f"a date written as {m.timestamp_format!r}", s[row])
+                raise _parquet_error(
+                    path,
+                    column,
+                    f"row {row + 1}: timestamp does not match timestamp_format",
+                    f"a date written as {m.timestamp_format!r}",
+                    s[row],
+                )
             return parsed.dt.epoch("s").cast(pl.Int64).alias(role)
         if dt.is_float() and bool((s == s.round(0)).all()):
             return s.cast(pl.Int64).alias(role)
-        raise _parquet_error(path, column, f"timestamp column has type {dt}",
-                             "integer unix seconds, a datetime/date column, or strings with timestamp_format")
+        raise _parquet_error(
+            path,
+            column,
+            f"timestamp column has type {dt}",
+            "integer unix seconds, a datetime/date column, or strings with timestamp_format",
+        )
     if not dt.is_numeric():
         raise _parquet_error(path, column, f"{role} column has type {dt}", f"a numeric column for {role}")
     vals = s.cast(pl.Float64)
     row = _first(~vals.is_finite())
     if row is not None:
-        raise _parquet_error(path, column, f"row {row + 1} has a non-finite {role}", f"a finite number for {role}",
-                             vals[row])
+        raise _parquet_error(
+            path, column, f"row {row + 1} has a non-finite {role}", f"a finite number for {role}", vals[row]
+        )
     return vals.alias(role)
 
 
@@ -565,8 +679,9 @@ def _read_parquet_table(m: ColumnMapping) -> pl.DataFrame:
     try:
         names = list(pl.read_parquet_schema(path).keys())
     except Exception as e:  # polars/pyarrow raise several kinds for a file that is not Parquet
-        raise DataError(f"not a readable Parquet file ({type(e).__name__}: {e})", path=path,
-                        expected="a Parquet file") from None
+        raise DataError(
+            f"not a readable Parquet file ({type(e).__name__}: {e})", path=path, expected="a Parquet file"
+        ) from None
     cols = {role: names[_resolve(ref, names, path, role, "columns")] for role, ref in m.columns.items()}
     table = pl.read_parquet(path, columns=list(dict.fromkeys(cols.values())))
     if table.height == 0:
@@ -607,10 +722,13 @@ def _diginetica(folder: Path) -> Dataset:
         name="diginetica-sample",
     )
     ds = read_table(mapping)
-    return _with_notes(ds, [
-        "users are sessions (session_id); timestamps are the timeframe column, which orders "
-        "events within a session only (not comparable across sessions)"
-    ])
+    return _with_notes(
+        ds,
+        [
+            "users are sessions (session_id); timestamps are the timeframe column, which orders "
+            "events within a session only (not comparable across sessions)"
+        ],
+    )
 
 
 #: Named datasets under the data root: name -> reader of that dataset's folder.
@@ -630,14 +748,20 @@ def _load_path(path: Path) -> Dataset:
             return read_ml100k(path)
         if (path / "ratings.dat").is_file():
             return read_ml1m(path)
-        raise DataError(f"cannot tell the dataset layout of this folder; it holds: {_listing(path)}",
-                        path=path, expected=_LAYOUTS)
+        raise DataError(
+            f"cannot tell the dataset layout of this folder; it holds: {_listing(path)}",
+            path=path,
+            expected=_LAYOUTS,
+        )
     if not path.exists():
         raise _not_found(path)
     if path.suffix.lower() == ".txt":
         return read_sequences(path)
-    raise DataError("cannot tell the format of this file", path=path,
-                    expected=f"{_LAYOUTS}; describe other files with a ColumnMapping (read_table)")
+    raise DataError(
+        "cannot tell the format of this file",
+        path=path,
+        expected=f"{_LAYOUTS}; describe other files with a ColumnMapping (read_table)",
+    )
 
 
 def load_dataset(name: str, data_root: str | Path | None = None) -> Dataset:
@@ -653,5 +777,6 @@ def load_dataset(name: str, data_root: str | Path | None = None) -> Dataset:
     looks_like_path = any(c in name for c in "/\\~") or name.startswith(".") or path.suffix != ""
     if path.exists() or looks_like_path:
         return _load_path(path)
-    raise DataError(f"unknown dataset {name!r}",
-                    expected=f"one of {', '.join(sorted(DATASETS))}, or a path to {_LAYOUTS}")
+    raise DataError(
+        f"unknown dataset {name!r}", expected=f"one of {', '.join(sorted(DATASETS))}, or a path to {_LAYOUTS}"
+    )

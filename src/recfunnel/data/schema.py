@@ -96,8 +96,7 @@ class ColumnMapping(BaseModel):
             named = [role for role, ref in self.columns.items() if isinstance(ref, str)]
             if named:
                 raise ValueError(
-                    f"header=False, so columns must be 0-based positions; {', '.join(named)} "
-                    "given by name"
+                    f"header=False, so columns must be 0-based positions; {', '.join(named)} given by name"
                 )
         if self.timestamp_format is not None and self.timestamp is None:
             raise ValueError("timestamp_format was given but no timestamp column is mapped")
@@ -131,6 +130,11 @@ class ColumnMapping(BaseModel):
     @property
     def columns(self) -> dict[str, ColumnRef]:
         """Mapped roles in reading order: user, item, then rating / timestamp / weight if mapped."""
-        roles = {"user": self.user, "item": self.item, "rating": self.rating,
-                 "timestamp": self.timestamp, "weight": self.weight}
+        roles = {
+            "user": self.user,
+            "item": self.item,
+            "rating": self.rating,
+            "timestamp": self.timestamp,
+            "weight": self.weight,
+        }
         return {role: ref for role, ref in roles.items() if ref is not None}

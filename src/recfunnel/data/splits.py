@@ -78,10 +78,18 @@ class Split:
     def save(self, path: str | Path) -> Path:
         """Write the split as one .npz (no pickle) with its metadata, atomically."""
         path = Path(path)
-        meta = {"format": SPLIT_FORMAT, "method": self.method, "params": self.params,
-                "dataset_fingerprint": self.dataset_fingerprint}
-        arrays = {"train": self.train, "valid": self.valid, "test": self.test,
-                  "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+        meta = {
+            "format": SPLIT_FORMAT,
+            "method": self.method,
+            "params": self.params,
+            "dataset_fingerprint": self.dataset_fingerprint,
+        }
+        arrays = {
+            "train": self.train,
+            "valid": self.valid,
+            "test": self.test,
+            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        }
         arrays.update({f"neg_{k}": v for k, v in self.negatives.items()})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -100,14 +108,27 @@ class Split:
         except (ValueError, KeyError, OSError) as e:
             raise DataError(f"not a readable split file ({e})", path=path) from None
         if meta.get("format") != SPLIT_FORMAT:
-            raise DataError("split file format unknown", path=path, value=meta.get("format"),
-                            expected=f"format {SPLIT_FORMAT}")
+            raise DataError(
+                "split file format unknown",
+                path=path,
+                value=meta.get("format"),
+                expected=f"format {SPLIT_FORMAT}",
+            )
         negs = {k[4:]: v for k, v in arrays.items() if k.startswith("neg_")}
-        return cls(meta["method"], arrays["train"], arrays["valid"], arrays["test"],
-                   meta["dataset_fingerprint"], meta["params"], negs)
+        return cls(
+            meta["method"],
+            arrays["train"],
+            arrays["valid"],
+            arrays["test"],
+            meta["dataset_fingerprint"],
+            meta["params"],
+            negs,
+        )
 
 
-def _per_user_positions(users: np.ndarray, keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _per_user_positions(
+    users: np.ndarray, keys: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort rows by (user, *keys); return (order, position within user, count of the user's rows)."""
     order = np.lexsort(tuple(reversed([users] + keys)))
     su = users[order]
@@ -123,7 +144,7 @@ def _need_time(dataset: Dataset, method: str) -> np.ndarray:
     if ts is None:
         raise DataError(
             f"split {method!r} orders events by time, but dataset {dataset.name!r} has no timestamp column",
-            expected="a timestamp column in the mapping, or split 'random_holdout' / 'ratio' which need no time",
+            expected="a timestamp column in the mapping, or split 'random_holdout' or 'ratio'",
         )
     return ts
 
@@ -136,8 +157,14 @@ def _holdout_last(dataset: Dataset, method: str, keys: list[np.ndarray], params:
     test = (pos == count - 1) & (count >= 2)
     valid = (pos == count - 2) & (count >= 3)
     train = ~(test | valid)
-    return Split(method, np.sort(order[train]), np.sort(order[valid]), np.sort(order[test]),
-                 dataset.fingerprint(), params)
+    return Split(
+        method,
+        np.sort(order[train]),
+        np.sort(order[valid]),
+        np.sort(order[test]),
+        dataset.fingerprint(),
+        params,
+    )
 
 
 def leave_one_out(dataset: Dataset) -> Split:
@@ -164,8 +191,14 @@ def temporal(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1
     n = len(order)
     a = int(round(fractions[0] * n))
     b = int(round((fractions[0] + fractions[1]) * n))
-    return Split("temporal", np.sort(order[:a]), np.sort(order[a:b]), np.sort(order[b:]),
-                 dataset.fingerprint(), {"fractions": list(fractions)})
+    return Split(
+        "temporal",
+        np.sort(order[:a]),
+        np.sort(order[a:b]),
+        np.sort(order[b:]),
+        dataset.fingerprint(),
+        {"fractions": list(fractions)},
+    )
 
 
 def ratio(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> Split:
@@ -181,8 +214,14 @@ def ratio(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1, 0
     test = pos >= count - n_test
     valid = (pos >= count - n_test - n_valid) & ~test
     train = ~(test | valid)
-    return Split("ratio", np.sort(order[train]), np.sort(order[valid]), np.sort(order[test]),
-                 dataset.fingerprint(), {"fractions": list(fractions), "seed": seed})
+    return Split(
+        "ratio",
+        np.sort(order[train]),
+        np.sort(order[valid]),
+        np.sort(order[test]),
+        dataset.fingerprint(),
+        {"fractions": list(fractions), "seed": seed},
+    )
 
 
 def _check_fractions(fractions: tuple[float, float, float]) -> None:
@@ -190,8 +229,9 @@ def _check_fractions(fractions: tuple[float, float, float]) -> None:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
 
 
-def make_split(dataset: Dataset, method: str, *, seed: int = 0,
-               fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> Split:
+def make_split(
+    dataset: Dataset, method: str, *, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> Split:
     """Dispatch by name; the error lists the valid methods."""
     if method == "leave_one_out":
         return leave_one_out(dataset)

@@ -57,7 +57,7 @@ class Vocab:
         get = self._index.get
         out = np.fromiter((get(str(r), UNKNOWN) for r in raws), dtype=np.int64, count=len(raws))
         if unknown == "raise" and (out == UNKNOWN).any():
-            bad = [r for r, i in zip(raws, out) if i == UNKNOWN][:5]
+            bad = [r for r, i in zip(raws, out, strict=True) if i == UNKNOWN][:5]
             raise KeyError(f"unknown {self.name} id(s) {bad} (vocabulary holds {len(self)} ids)")
         return out
 

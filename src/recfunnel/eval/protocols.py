@@ -15,7 +15,7 @@ import torch
 
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.splits import Split
-from recfunnel.eval.metrics import mean_metrics, ranking_metrics, ranks_of_relevant
+from recfunnel.eval.metrics import ranking_metrics, ranks_of_relevant
 from recfunnel.eval.result import Result
 from recfunnel.models.base import FullScorer, Scorer
 
@@ -69,15 +69,24 @@ def evaluate_full(
         rr = torch.arange(len(ub)).unsqueeze(1).expand_as(mcols)[valid]
         scores[rr, mcols[valid]] = float("-inf")
         rel, n_rel = _padded_rows(target, ub)
-        per_user = ranking_metrics(ranks_of_relevant(scores, rel), n_rel, ks)
+        per_user = ranking_metrics(ranks_of_relevant(scores, rel), n_rel, ks, n_items=scores.shape[1])
         for k, v in per_user.items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
     if was_training and hasattr(model, "train"):
         model.train()
     metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
-    return Result(name or getattr(model, "family", type(model).__name__), dataset.name, "full",
-                  split.describe(), part, tuple(ks), seed, len(users), metrics,
-                  time.perf_counter() - t0)
+    return Result(
+        name or getattr(model, "family", type(model).__name__),
+        dataset.name,
+        "full",
+        split.describe(),
+        part,
+        tuple(ks),
+        seed,
+        len(users),
+        metrics,
+        time.perf_counter() - t0,
+    )
 
 
 @torch.no_grad()
@@ -111,23 +120,45 @@ def evaluate_sampled(
     sums: dict[str, float] = {}
     for start in range(0, len(users), batch_size):
         ub = torch.from_numpy(users[start : start + batch_size])
-        cand = torch.from_numpy(np.concatenate([items[start : start + batch_size, None],
-                                                negs[start : start + batch_size]], axis=1))
+        cand = torch.from_numpy(
+            np.concatenate(
+                [items[start : start + batch_size, None], negs[start : start + batch_size]], axis=1
+            )
+        )
         scores = model.score(ub, cand).float()
         rel = torch.zeros(len(ub), 1, dtype=torch.long)
-        per_user = ranking_metrics(ranks_of_relevant(scores, rel), torch.ones(len(ub), dtype=torch.long), ks)
+        per_user = ranking_metrics(
+            ranks_of_relevant(scores, rel), torch.ones(len(ub), dtype=torch.long), ks, n_items=scores.shape[1]
+        )
         for k, v in per_user.items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
     if was_training and hasattr(model, "train"):
         model.train()
     metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
-    return Result(name or getattr(model, "family", type(model).__name__), dataset.name,
-                  f"sampled-{negs.shape[1]}", split.describe(), part, tuple(ks), seed, len(users),
-                  metrics, time.perf_counter() - t0)
+    return Result(
+        name or getattr(model, "family", type(model).__name__),
+        dataset.name,
+        f"sampled-{negs.shape[1]}",
+        split.describe(),
+        part,
+        tuple(ks),
+        seed,
+        len(users),
+        metrics,
+        time.perf_counter() - t0,
+    )
 
 
-def evaluate(model, dataset: Dataset, split: Split, protocol: str, part: str = "test",
-             ks: Sequence[int] = DEFAULT_KS, name: str = "", seed: int = 0) -> Result:
+def evaluate(
+    model,
+    dataset: Dataset,
+    split: Split,
+    protocol: str,
+    part: str = "test",
+    ks: Sequence[int] = DEFAULT_KS,
+    name: str = "",
+    seed: int = 0,
+) -> Result:
     """Dispatch on protocol name: "full" or "sampled"."""
     if protocol == "full":
         return evaluate_full(model, dataset, split, part, ks, name=name, seed=seed)

@@ -113,7 +113,9 @@ def model_class(name: str) -> type[Model]:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
 
 
-def build_model(name: str, n_users: int, n_items: int, config: dict[str, Any] | ModelConfig | None = None) -> Model:
+def build_model(
+    name: str, n_users: int, n_items: int, config: dict[str, Any] | ModelConfig | None = None
+) -> Model:
     cls = model_class(name)
     cfg = config if isinstance(config, ModelConfig) else cls.Config(**(config or {}))
     return cls(cfg, n_users, n_items)

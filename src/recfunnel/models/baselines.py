@@ -37,7 +37,9 @@ class Popularity(Model):
 
 
 class EASEConfig(ModelConfig):
-    l2: float = Field(250.0, gt=0, description="L2 penalty lambda on the item-item weights (Steck 2019, eq. 8)")
+    l2: float = Field(
+        250.0, gt=0, description="L2 penalty lambda on the item-item weights (Steck 2019, eq. 8)"
+    )
 
 
 @register
@@ -72,7 +74,9 @@ class EASE(Model):
         starts, ends = self.hist_indptr[users], self.hist_indptr[users + 1]
         counts = ends - starts
         row = torch.repeat_interleave(torch.arange(len(users)), counts)
-        offs = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        offs = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
         cols = self.hist_indices[torch.repeat_interleave(starts, counts) + offs]
         x = torch.zeros(len(users), self.n_items)
         x[row, cols] = 1.0

@@ -22,7 +22,7 @@ def _embedding(n: int, d: int, sparse: bool, std: float = 0.01) -> nn.Embedding:
 
 def _tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
     mods: list[nn.Module] = []
-    for a, b in zip(layers[:-1], layers[1:]):
+    for a, b in zip(layers[:-1], layers[1:], strict=True):
         mods += [nn.Linear(a, b), nn.ReLU()]
         if dropout > 0:
             mods.append(nn.Dropout(dropout))
@@ -62,7 +62,9 @@ class GMF(Model):
 
 
 class MLPConfig(ModelConfig):
-    layers: tuple[int, ...] = Field((64, 32, 16, 8), description="tower sizes; embeddings are layers[0]/2 each")
+    layers: tuple[int, ...] = Field(
+        (64, 32, 16, 8), description="tower sizes; embeddings are layers[0]/2 each"
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
     sparse: bool = Field(True, description="sparse gradients for embedding tables")
 
@@ -110,8 +112,9 @@ class NeuMF(Model):
     def __init__(self, config: NeuMFConfig, n_users: int, n_items: int) -> None:
         super().__init__(config, n_users, n_items)
         self.gmf = GMF(GMFConfig(factors=config.factors, sparse=config.sparse), n_users, n_items)
-        self.mlp = MLP(MLPConfig(layers=config.layers, dropout=config.dropout, sparse=config.sparse),
-                       n_users, n_items)
+        self.mlp = MLP(
+            MLPConfig(layers=config.layers, dropout=config.dropout, sparse=config.sparse), n_users, n_items
+        )
         del self.gmf.out, self.mlp.out
         self.out = nn.Linear(config.factors + config.layers[-1], 1)
 

@@ -59,8 +59,7 @@ class PointwiseBCE:
         negs = sample_negatives(self.users, self.k, self.positives, rng)
         users = np.concatenate([self.users, np.repeat(self.users, self.k)])
         items = np.concatenate([self.items, negs.reshape(-1)])
-        labels = np.concatenate([np.ones(len(self.users), np.float32),
-                                 np.zeros(negs.size, np.float32)])
+        labels = np.concatenate([np.ones(len(self.users), np.float32), np.zeros(negs.size, np.float32)])
         perm = rng.permutation(len(users))
         u = torch.from_numpy(users[perm])
         i = torch.from_numpy(items[perm])
