@@ -1,0 +1,333 @@
+"""The `recfunnel` command line: a thin shell over recfunnel.pipeline / recommender / bench."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="recfunnel: train, evaluate and serve recommenders (candidate retrieval, then ranking).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML run config (sections data, split, "
+                                                "model, objective, train, eval); flags override it")]
+DataRootOpt = Annotated[Path | None, typer.Option(help="data root (default: $RECFUNNEL_DATA, else ../shared/data)")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    """key=value pairs; values parsed as JSON when they parse (numbers, lists, true/false)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            _fail(f"--param expects key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _results_table(results: list, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("model", "protocol", "split"):
+        table.add_column(col)
+    ks = results[0].ks if results else ()
+    keys = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks] + ([f"mrr@{ks[-1]}"] if ks else [])
+    for k in keys:
+        table.add_column(k, justify="right")
+    for r in results:
+        table.add_row(r.model, r.protocol, f"{r.split.split('(')[0]}/{r.part}", *[f"{r.metrics[k]:.4f}" for k in keys])
+    return table
+
+
+def _show_top(rec, user: str, k: int) -> None:
+    ids, scores = rec.recommend([user], k=k)
+    table = Table(title=f"top-{k} for user {user} (seen items excluded)")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("title")
+    table.add_column("score", justify="right")
+    for n, (i, t, s) in enumerate(zip(ids[0], rec.titles(ids[0]), scores[0], strict=False), 1):
+        table.add_row(str(n), i, t, f"{s:.4f}")
+    console.print(table)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model family: popularity, ease, mf, gmf, "
+                                              "mlp, neumf (see `recfunnel models`)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="named dataset (ml-100k, ml-1m, amazon-video-seq, "
+                                                "diginetica-sample) or a folder/file path")] = None,
+    data_root: DataRootOpt = None,
+    table: Annotated[Path | None, typer.Option(help="your own CSV/TSV/Parquet file (use with --user-col "
+                                               "and --item-col)")] = None,
+    user_col: Annotated[str | None, typer.Option(help="user column: a name, or a 0-based position "
+                                                 "with --no-header")] = None,
+    item_col: Annotated[str | None, typer.Option(help="item column")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="rating column (optional)")] = None,
+    timestamp_col: Annotated[str | None, typer.Option(help="timestamp column (optional)")] = None,
+    weight_col: Annotated[str | None, typer.Option(help="weight / play-count column (optional)")] = None,
+    sep: Annotated[str | None, typer.Option(help="field separator (default by suffix: ',' or tab)")] = None,
+    header: Annotated[bool, typer.Option("--header/--no-header", help="first line holds column names")] = True,
+    rating_threshold: Annotated[float | None, typer.Option(help="keep ratings >= this as positives")] = None,
+    split: Annotated[str | None, typer.Option(help="leave_one_out | random_holdout | temporal | ratio")] = None,
+    split_file: Annotated[Path | None, typer.Option(help="reuse a saved split (.npz)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs (default 20)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="mini-batch size (default 256)")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate (default 1e-3)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed (default 0)")] = None,
+    param: Annotated[list[str], typer.Option("--param", "-p", help="model hyper-parameter key=value "
+                                             "(repeatable), e.g. -p factors=16")] = [],
+    pretrain: Annotated[bool, typer.Option(help="NeuMF: pre-train GMF and MLP first (alpha 0.5)")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="artifact folder to write "
+                                             "(default artifacts/<model>-<dataset>)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in <out>.ckpt")] = False,
+    show_user: Annotated[str | None, typer.Option(help="print a top-10 for this raw user id "
+                                                  "(default: the first user)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write results as JSON")] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Train one model, evaluate it on the test part (full ranking and sampled), save an artifact,
+    and print a results table plus a top-10 for one user."""
+    from recfunnel.data.errors import DataError
+    from recfunnel.pipeline import RunConfig, evaluate_all, load_data, load_split, pretrained_neumf, train_model
+    from recfunnel.recommender import Recommender
+
+    over: dict[str, Any] = {"data": {}, "split": {}, "model": {}, "train": {}}
+    if dataset:
+        over["data"]["dataset"] = dataset
+    if data_root:
+        over["data"]["data_root"] = str(data_root)
+    if table:
+        if not (user_col and item_col):
+            _fail("--table needs --user-col and --item-col")
+
+        def col(v: str | None) -> str | int | None:
+            return None if v is None else (int(v) if not header and v.isdigit() else v)
+
+        over["data"]["table"] = {k: v for k, v in {
+            "path": str(table), "user": col(user_col), "item": col(item_col), "rating": col(rating_col),
+            "timestamp": col(timestamp_col), "weight": col(weight_col), "sep": sep, "header": header}.items()
+            if v is not None}
+    if rating_threshold is not None:
+        over["data"]["rating_threshold"] = rating_threshold
+    if split:
+        over["split"]["method"] = split
+    if split_file:
+        over["split"]["path"] = str(split_file)
+    if model:
+        over["model"]["name"] = model
+    if param:
+        over["model"]["params"] = _parse_params(param)
+    if pretrain:
+        over["model"]["pretrain"] = True
+    for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}.items():
+        if v is not None:
+            over["train"][k] = v
+    over["train"]["progress"] = progress
+    try:
+        cfg = RunConfig.from_toml(config, over) if config else RunConfig().updated(over)
+    except (ValueError, OSError) as e:
+        _fail(f"bad configuration: {e}")
+    try:
+        ds = load_data(cfg.data)
+        sp = load_split(cfg.split, ds)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"[bold]{ds.name}[/bold]: {ds.n_users:,} users, {ds.n_items:,} items, "
+                  f"{len(ds.interactions):,} interactions; split {sp.describe()} "
+                  f"({len(sp.train):,}/{len(sp.valid):,}/{len(sp.test):,})")
+    name = cfg.model.name
+    out = out or Path("artifacts") / f"{name}-{ds.name}"
+    try:
+        if cfg.model.pretrain:
+            init, _ = pretrained_neumf(cfg, ds, sp)
+            fitted, report = train_model(name, cfg.model.params, ds, sp, cfg.train, cfg.objective,
+                                         cfg.eval.valid_protocol, init=init)
+        else:
+            fitted, report = train_model(name, cfg.model.params, ds, sp, cfg.train, cfg.objective,
+                                         cfg.eval.valid_protocol, checkpoint_dir=Path(f"{out}.ckpt"),
+                                         resume=resume)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    results = evaluate_all(fitted, ds, sp, cfg)
+    console.print(_results_table(results, f"{name} on {ds.name} (test)"))
+    if report is not None and report.history:
+        console.print(f"trained {len(report.history)} epochs in {report.seconds:.1f}s "
+                      f"(best epoch {report.best_epoch + 1}), {report.samples_per_second:,.0f} samples/s, "
+                      f"{100 * report.pipeline_share:.1f}% of epoch time outside forward/backward")
+    rec = Recommender(name, cfg.model.params, cfg.train)._adopt(fitted, ds, sp, report)
+    metrics = {f"{r.protocol}/{k}": v for r in results for k, v in r.metrics.items()}
+    rec.save(out, metrics=metrics, extra={"run": cfg.model_dump(mode="json"), "dataset": ds.summary(),
+                                          "split": sp.describe()})
+    sp.save(out / "split.npz")
+    console.print(f"artifact written to {out}")
+    _show_top(rec, show_user or ds.users.ids[0], 10)
+    if json_out:
+        json_out.write_text(json.dumps([r.to_dict() for r in results], indent=1))
+
+
+@app.command()
+def evaluate(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder written by `recfunnel train`")],
+    protocol: Annotated[list[str], typer.Option(help="full and/or sampled (repeatable)")] = ["full", "sampled"],
+    k: Annotated[list[int], typer.Option("-k", help="cut-offs (repeatable)")] = [5, 10, 20],
+    part: Annotated[str, typer.Option(help="test or valid")] = "test",
+    data_root: DataRootOpt = None,
+) -> None:
+    """Re-evaluate a saved model on the split saved with it (identical data to the training run)."""
+    from recfunnel.artifacts import ArtifactError
+    from recfunnel.data.errors import DataError
+    from recfunnel.data.splits import Split
+    from recfunnel.eval.protocols import evaluate as run_eval
+    from recfunnel.pipeline import RunConfig, load_data
+    from recfunnel.recommender import Recommender
+
+    try:
+        rec = Recommender.load(artifact)
+        from recfunnel.artifacts import read_manifest
+
+        run = RunConfig.model_validate((read_manifest(artifact).get("extra") or {}).get("run", {}))
+        data_cfg = run.data.model_copy(update={"data_root": data_root}) if data_root else run.data
+        ds = load_data(data_cfg)
+        sp = Split.load(artifact / "split.npz")
+        sp.check(ds)
+    except (ArtifactError, DataError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    results = [run_eval(rec.model_, ds, sp, p, part, tuple(k), name=rec.family, seed=run.train.seed)
+               for p in protocol]
+    console.print(_results_table(results, f"{rec.family} on {ds.name} ({part})"))
+
+
+@app.command()
+def recommend(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder written by `recfunnel train`")],
+    user: Annotated[list[str], typer.Option("--user", "-u", help="raw user id (repeatable)")],
+    k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+    include_seen: Annotated[bool, typer.Option(help="allow items the user already has")] = False,
+) -> None:
+    """Top-k items for users of a saved model, with titles where the dataset has them."""
+    from recfunnel.artifacts import ArtifactError
+    from recfunnel.recommender import Recommender
+
+    try:
+        rec = Recommender.load(artifact)
+        for u in user:
+            if u not in rec.users_:
+                _fail(f"unknown user {u!r}: the model knows {len(rec.users_)} users "
+                      f"(e.g. {', '.join(rec.users_.ids[:5])})")
+            ids, scores = rec.recommend([u], k=k, exclude_seen=not include_seen)
+            _show_top(rec, u, k) if not include_seen else None
+            if include_seen:
+                for n, (i, t, s) in enumerate(zip(ids[0], rec.titles(ids[0]), scores[0], strict=False), 1):
+                    console.print(f"{n:>3}  {i:>8}  {t}  {s:.4f}")
+    except ArtifactError as e:
+        _fail(str(e))
+
+
+@app.command()
+def similar(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder of a factorised model (mf, gmf) or EASE")],
+    item: Annotated[list[str], typer.Option("--item", "-i", help="raw item id (repeatable)")],
+    k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+) -> None:
+    """Items most similar to an item (cosine of item vectors), titles shown."""
+    from recfunnel.artifacts import ArtifactError
+    from recfunnel.recommender import Recommender
+
+    try:
+        rec = Recommender.load(artifact)
+        ids, scores = rec.similar_items(item, k)
+    except (ArtifactError, KeyError, TypeError) as e:
+        _fail(str(e))
+    for q, row, srow in zip(item, ids, scores, strict=True):
+        console.print(f"[bold]like {q}[/bold] {rec.titles([q])[0]}")
+        for n, (i, t, s) in enumerate(zip(row, rec.titles(row), srow, strict=True), 1):
+            console.print(f"{n:>3}  {i:>8}  {t}  {s:.4f}")
+
+
+@app.command()
+def models() -> None:
+    """List model families with their hyper-parameters and defaults."""
+    from recfunnel.models import MODELS
+
+    for name, cls in sorted(MODELS.items()):
+        console.print(f"[bold]{name}[/bold] ({'trained' if cls.trainable else 'closed form'}; "
+                      f"objective {cls.objective if cls.trainable else '-'}): {cls.__doc__.splitlines()[0]}")
+        for field, info in cls.Config.model_fields.items():
+            console.print(f"    {field} = {info.default!r}  {info.description or ''}")
+
+
+@app.command()
+def datasets(data_root: DataRootOpt = None) -> None:
+    """List the named datasets and whether they are present under the data root."""
+    from recfunnel.data.readers import DATASETS
+    from recfunnel.settings import data_root as root_of
+
+    root = root_of(data_root)
+    console.print(f"data root: {root}")
+    for name in DATASETS:
+        console.print(f"  {name:<20} {'present' if (root / name).exists() else 'absent'}")
+
+
+@app.command()
+def bench(
+    suite: Annotated[str, typer.Argument(help="suite name, e.g. ncf-ml100k")],
+    quick: Annotated[bool, typer.Option(help="reduced CI-sized run")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write result rows here")] = None,
+    data_root: DataRootOpt = None,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Run a named benchmark suite; rows {suite, model, dataset, protocol, split, seed, metrics,
+    train_seconds, eval_seconds, peak_rss_mb, params}."""
+    from recfunnel.bench.suites import SUITES, run_suite, write_json
+
+    if suite not in SUITES:
+        _fail(f"unknown suite {suite!r}; valid: {', '.join(sorted(SUITES))}")
+    rows = run_suite(suite, quick=quick, data_root=data_root, progress=progress)
+    for r in rows:
+        m = r["metrics"]
+        console.print(f"{r['model']:<16} {r['protocol']:<11} hr@10 {m.get('hr@10', float('nan')):.4f} "
+                      f"ndcg@10 {m.get('ndcg@10', float('nan')):.4f}  train {r['train_seconds']:.1f}s")
+    if json_out:
+        write_json(rows, json_out)
+        console.print(f"rows written to {json_out}")
+
+
+@app.command("bench-report")
+def bench_report(
+    results: Annotated[list[Path], typer.Argument(help="JSON files written by `recfunnel bench --json`")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write markdown here (default stdout)")] = None,
+) -> None:
+    """Render benchmark JSON as the markdown of BENCHMARKS.md (every number from the rows)."""
+    from recfunnel.atomic import atomic_write_text
+    from recfunnel.bench.report import load_rows, render_markdown
+
+    cmd = "recfunnel bench-report " + " ".join(str(p) for p in results) + (f" -o {out}" if out else "")
+    text = render_markdown(load_rows(results), command=cmd)
+    if out:
+        atomic_write_text(out, text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    app()
