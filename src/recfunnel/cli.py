@@ -20,9 +20,17 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML run config (sections data, split, "
-                                                "model, objective, train, eval); flags override it")]
-DataRootOpt = Annotated[Path | None, typer.Option(help="data root (default: $RECFUNNEL_DATA, else ../shared/data)")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML run config (sections data, split, model, objective, train, eval); flags override it",
+    ),
+]
+DataRootOpt = Annotated[
+    Path | None, typer.Option(help="data root (default: $RECFUNNEL_DATA, else ../shared/data)")
+]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -53,7 +61,9 @@ def _results_table(results: list, title: str) -> Table:
     for k in keys:
         table.add_column(k, justify="right")
     for r in results:
-        table.add_row(r.model, r.protocol, f"{r.split.split('(')[0]}/{r.part}", *[f"{r.metrics[k]:.4f}" for k in keys])
+        table.add_row(
+            r.model, r.protocol, f"{r.split.split('(')[0]}/{r.part}", *[f"{r.metrics[k]:.4f}" for k in keys]
+        )
     return table
 
 
@@ -72,43 +82,73 @@ def _show_top(rec, user: str, k: int) -> None:
 @app.command()
 def train(
     config: ConfigOpt = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="model family: popularity, ease, mf, gmf, "
-                                              "mlp, neumf (see `recfunnel models`)")] = None,
-    dataset: Annotated[str | None, typer.Option(help="named dataset (ml-100k, ml-1m, amazon-video-seq, "
-                                                "diginetica-sample) or a folder/file path")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="model family: popularity, ease, mf, gmf, mlp, neumf (see `recfunnel models`)",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="named dataset (ml-100k, ml-1m, amazon-video-seq, diginetica-sample) or a folder/file path"
+        ),
+    ] = None,
     data_root: DataRootOpt = None,
-    table: Annotated[Path | None, typer.Option(help="your own CSV/TSV/Parquet file (use with --user-col "
-                                               "and --item-col)")] = None,
-    user_col: Annotated[str | None, typer.Option(help="user column: a name, or a 0-based position "
-                                                 "with --no-header")] = None,
+    table: Annotated[
+        Path | None, typer.Option(help="your own CSV/TSV/Parquet file (use with --user-col and --item-col)")
+    ] = None,
+    user_col: Annotated[
+        str | None, typer.Option(help="user column: a name, or a 0-based position with --no-header")
+    ] = None,
     item_col: Annotated[str | None, typer.Option(help="item column")] = None,
     rating_col: Annotated[str | None, typer.Option(help="rating column (optional)")] = None,
     timestamp_col: Annotated[str | None, typer.Option(help="timestamp column (optional)")] = None,
     weight_col: Annotated[str | None, typer.Option(help="weight / play-count column (optional)")] = None,
     sep: Annotated[str | None, typer.Option(help="field separator (default by suffix: ',' or tab)")] = None,
-    header: Annotated[bool, typer.Option("--header/--no-header", help="first line holds column names")] = True,
+    header: Annotated[
+        bool, typer.Option("--header/--no-header", help="first line holds column names")
+    ] = True,
     rating_threshold: Annotated[float | None, typer.Option(help="keep ratings >= this as positives")] = None,
-    split: Annotated[str | None, typer.Option(help="leave_one_out | random_holdout | temporal | ratio")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="leave_one_out | random_holdout | temporal | ratio")
+    ] = None,
     split_file: Annotated[Path | None, typer.Option(help="reuse a saved split (.npz)")] = None,
     epochs: Annotated[int | None, typer.Option(help="maximum epochs (default 20)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="mini-batch size (default 256)")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate (default 1e-3)")] = None,
     seed: Annotated[int | None, typer.Option(help="seed (default 0)")] = None,
-    param: Annotated[list[str], typer.Option("--param", "-p", help="model hyper-parameter key=value "
-                                             "(repeatable), e.g. -p factors=16")] = [],
+    param: Annotated[
+        list[str],
+        typer.Option(
+            "--param", "-p", help="model hyper-parameter key=value (repeatable), e.g. -p factors=16"
+        ),
+    ] = [],
     pretrain: Annotated[bool, typer.Option(help="NeuMF: pre-train GMF and MLP first (alpha 0.5)")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="artifact folder to write "
-                                             "(default artifacts/<model>-<dataset>)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="artifact folder to write (default artifacts/<model>-<dataset>)"),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in <out>.ckpt")] = False,
-    show_user: Annotated[str | None, typer.Option(help="print a top-10 for this raw user id "
-                                                  "(default: the first user)")] = None,
+    show_user: Annotated[
+        str | None, typer.Option(help="print a top-10 for this raw user id (default: the first user)")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write results as JSON")] = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
     """Train one model, evaluate it on the test part (full ranking and sampled), save an artifact,
     and print a results table plus a top-10 for one user."""
     from recfunnel.data.errors import DataError
-    from recfunnel.pipeline import RunConfig, evaluate_all, load_data, load_split, pretrained_neumf, train_model
+    from recfunnel.pipeline import (
+        RunConfig,
+        evaluate_all,
+        load_data,
+        load_split,
+        pretrained_neumf,
+        train_model,
+    )
     from recfunnel.recommender import Recommender
 
     over: dict[str, Any] = {"data": {}, "split": {}, "model": {}, "train": {}}
@@ -123,10 +163,20 @@ def train(
         def col(v: str | None) -> str | int | None:
             return None if v is None else (int(v) if not header and v.isdigit() else v)
 
-        over["data"]["table"] = {k: v for k, v in {
-            "path": str(table), "user": col(user_col), "item": col(item_col), "rating": col(rating_col),
-            "timestamp": col(timestamp_col), "weight": col(weight_col), "sep": sep, "header": header}.items()
-            if v is not None}
+        over["data"]["table"] = {
+            k: v
+            for k, v in {
+                "path": str(table),
+                "user": col(user_col),
+                "item": col(item_col),
+                "rating": col(rating_col),
+                "timestamp": col(timestamp_col),
+                "weight": col(weight_col),
+                "sep": sep,
+                "header": header,
+            }.items()
+            if v is not None
+        }
     if rating_threshold is not None:
         over["data"]["rating_threshold"] = rating_threshold
     if split:
@@ -152,32 +202,48 @@ def train(
         sp = load_split(cfg.split, ds)
     except (DataError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    console.print(f"[bold]{ds.name}[/bold]: {ds.n_users:,} users, {ds.n_items:,} items, "
-                  f"{len(ds.interactions):,} interactions; split {sp.describe()} "
-                  f"({len(sp.train):,}/{len(sp.valid):,}/{len(sp.test):,})")
+    console.print(
+        f"[bold]{ds.name}[/bold]: {ds.n_users:,} users, {ds.n_items:,} items, "
+        f"{len(ds.interactions):,} interactions; split {sp.describe()} "
+        f"({len(sp.train):,}/{len(sp.valid):,}/{len(sp.test):,})"
+    )
     name = cfg.model.name
     out = out or Path("artifacts") / f"{name}-{ds.name}"
     try:
         if cfg.model.pretrain:
             init, _ = pretrained_neumf(cfg, ds, sp)
-            fitted, report = train_model(name, cfg.model.params, ds, sp, cfg.train, cfg.objective,
-                                         cfg.eval.valid_protocol, init=init)
+            fitted, report = train_model(
+                name, cfg.model.params, ds, sp, cfg.train, cfg.objective, cfg.eval.valid_protocol, init=init
+            )
         else:
-            fitted, report = train_model(name, cfg.model.params, ds, sp, cfg.train, cfg.objective,
-                                         cfg.eval.valid_protocol, checkpoint_dir=Path(f"{out}.ckpt"),
-                                         resume=resume)
+            fitted, report = train_model(
+                name,
+                cfg.model.params,
+                ds,
+                sp,
+                cfg.train,
+                cfg.objective,
+                cfg.eval.valid_protocol,
+                checkpoint_dir=Path(f"{out}.ckpt"),
+                resume=resume,
+            )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     results = evaluate_all(fitted, ds, sp, cfg)
     console.print(_results_table(results, f"{name} on {ds.name} (test)"))
     if report is not None and report.history:
-        console.print(f"trained {len(report.history)} epochs in {report.seconds:.1f}s "
-                      f"(best epoch {report.best_epoch + 1}), {report.samples_per_second:,.0f} samples/s, "
-                      f"{100 * report.pipeline_share:.1f}% of epoch time outside forward/backward")
+        console.print(
+            f"trained {len(report.history)} epochs in {report.seconds:.1f}s "
+            f"(best epoch {report.best_epoch + 1}), {report.samples_per_second:,.0f} samples/s, "
+            f"{100 * report.pipeline_share:.1f}% of epoch time outside forward/backward"
+        )
     rec = Recommender(name, cfg.model.params, cfg.train)._adopt(fitted, ds, sp, report)
     metrics = {f"{r.protocol}/{k}": v for r in results for k, v in r.metrics.items()}
-    rec.save(out, metrics=metrics, extra={"run": cfg.model_dump(mode="json"), "dataset": ds.summary(),
-                                          "split": sp.describe()})
+    rec.save(
+        out,
+        metrics=metrics,
+        extra={"run": cfg.model_dump(mode="json"), "dataset": ds.summary(), "split": sp.describe()},
+    )
     sp.save(out / "split.npz")
     console.print(f"artifact written to {out}")
     _show_top(rec, show_user or ds.users.ids[0], 10)
@@ -188,7 +254,10 @@ def train(
 @app.command()
 def evaluate(
     artifact: Annotated[Path, typer.Argument(help="artifact folder written by `recfunnel train`")],
-    protocol: Annotated[list[str], typer.Option(help="full and/or sampled (repeatable)")] = ["full", "sampled"],
+    protocol: Annotated[list[str], typer.Option(help="full and/or sampled (repeatable)")] = [
+        "full",
+        "sampled",
+    ],
     k: Annotated[list[int], typer.Option("-k", help="cut-offs (repeatable)")] = [5, 10, 20],
     part: Annotated[str, typer.Option(help="test or valid")] = "test",
     data_root: DataRootOpt = None,
@@ -212,8 +281,10 @@ def evaluate(
         sp.check(ds)
     except (ArtifactError, DataError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    results = [run_eval(rec.model_, ds, sp, p, part, tuple(k), name=rec.family, seed=run.train.seed)
-               for p in protocol]
+    results = [
+        run_eval(rec.model_, ds, sp, p, part, tuple(k), name=rec.family, seed=run.train.seed)
+        for p in protocol
+    ]
     console.print(_results_table(results, f"{rec.family} on {ds.name} ({part})"))
 
 
@@ -232,8 +303,10 @@ def recommend(
         rec = Recommender.load(artifact)
         for u in user:
             if u not in rec.users_:
-                _fail(f"unknown user {u!r}: the model knows {len(rec.users_)} users "
-                      f"(e.g. {', '.join(rec.users_.ids[:5])})")
+                _fail(
+                    f"unknown user {u!r}: the model knows {len(rec.users_)} users "
+                    f"(e.g. {', '.join(rec.users_.ids[:5])})"
+                )
             ids, scores = rec.recommend([u], k=k, exclude_seen=not include_seen)
             _show_top(rec, u, k) if not include_seen else None
             if include_seen:
@@ -270,8 +343,10 @@ def models() -> None:
     from recfunnel.models import MODELS
 
     for name, cls in sorted(MODELS.items()):
-        console.print(f"[bold]{name}[/bold] ({'trained' if cls.trainable else 'closed form'}; "
-                      f"objective {cls.objective if cls.trainable else '-'}): {cls.__doc__.splitlines()[0]}")
+        console.print(
+            f"[bold]{name}[/bold] ({'trained' if cls.trainable else 'closed form'}; "
+            f"objective {cls.objective if cls.trainable else '-'}): {cls.__doc__.splitlines()[0]}"
+        )
         for field, info in cls.Config.model_fields.items():
             console.print(f"    {field} = {info.default!r}  {info.description or ''}")
 
@@ -305,8 +380,10 @@ def bench(
     rows = run_suite(suite, quick=quick, data_root=data_root, progress=progress)
     for r in rows:
         m = r["metrics"]
-        console.print(f"{r['model']:<16} {r['protocol']:<11} hr@10 {m.get('hr@10', float('nan')):.4f} "
-                      f"ndcg@10 {m.get('ndcg@10', float('nan')):.4f}  train {r['train_seconds']:.1f}s")
+        console.print(
+            f"{r['model']:<16} {r['protocol']:<11} hr@10 {m.get('hr@10', float('nan')):.4f} "
+            f"ndcg@10 {m.get('ndcg@10', float('nan')):.4f}  train {r['train_seconds']:.1f}s"
+        )
     if json_out:
         write_json(rows, json_out)
         console.print(f"rows written to {json_out}")
@@ -315,7 +392,9 @@ def bench(
 @app.command("bench-report")
 def bench_report(
     results: Annotated[list[Path], typer.Argument(help="JSON files written by `recfunnel bench --json`")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="write markdown here (default stdout)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write markdown here (default stdout)")
+    ] = None,
 ) -> None:
     """Render benchmark JSON as the markdown of BENCHMARKS.md (every number from the rows)."""
     from recfunnel.atomic import atomic_write_text

@@ -22,7 +22,10 @@ def data_root(override: str | os.PathLike[str] | None = None) -> Path:
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
-    return (REPO_ROOT / ".." / "shared" / "data").resolve()
+    beside_repo = (REPO_ROOT / ".." / "shared" / "data").resolve()
+    beside_cwd = (Path.cwd() / ".." / "shared" / "data").resolve()
+    # An installed (non-editable) package has no repo around it: fall back to the working directory.
+    return beside_repo if beside_repo.is_dir() or not beside_cwd.is_dir() else beside_cwd
 
 
 def dataset_dir(name: str, override: str | os.PathLike[str] | None = None) -> Path:

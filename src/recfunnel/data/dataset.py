@@ -91,6 +91,8 @@ class Interactions:
 
     def matrix(self, n_users: int, n_items: int, values: str = "binary") -> sp.csr_matrix:
         """User x item CSR matrix. values: "binary" (1 per pair), "weight" or "rating" (summed)."""
+        if values not in ("binary", "weight", "rating"):
+            raise ValueError(f"values must be 'binary', 'weight' or 'rating', got {values!r}")
         if values == "binary":
             data = np.ones(len(self), dtype=np.float32)
         else:
@@ -147,7 +149,8 @@ class Dataset:
         """sha256 over the interaction arrays and vocabularies: two datasets with the same
         fingerprint give identical splits for identical split settings."""
         h = hashlib.sha256()
-        for a in (self.interactions.user, self.interactions.item, self.interactions.timestamp):
+        ints = self.interactions
+        for a in (ints.user, ints.item, ints.timestamp, ints.rating, ints.weight):
             if a is not None:
                 h.update(a.tobytes())
         h.update(self.users.sha256.encode())

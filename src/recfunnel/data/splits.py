@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,8 +106,11 @@ class Split:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = {k: z[k] for k in z.files}
-        except (ValueError, KeyError, OSError) as e:
+        # EOFError: empty file; BadZipFile: torn or truncated .npz (neither is a ValueError/OSError)
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"not a readable split file ({e})", path=path) from None
+        if not isinstance(meta, dict):
+            raise DataError("split file metadata is not a JSON object", path=path)
         if meta.get("format") != SPLIT_FORMAT:
             raise DataError(
                 "split file format unknown",
@@ -114,6 +118,10 @@ class Split:
                 value=meta.get("format"),
                 expected=f"format {SPLIT_FORMAT}",
             )
+        missing = [k for k in ("method", "params", "dataset_fingerprint") if k not in meta]
+        missing += [k for k in ("train", "valid", "test") if k not in arrays]
+        if missing:
+            raise DataError(f"split file lacks {', '.join(missing)}", path=path)
         negs = {k[4:]: v for k, v in arrays.items() if k.startswith("neg_")}
         return cls(
             meta["method"],

@@ -63,7 +63,12 @@ class Vocab:
 
     def decode(self, indices: Sequence[int] | np.ndarray) -> list[str]:
         """Raw ids for indices; UNKNOWN decodes to '<unknown>'."""
-        return [self.ids[i] if i != UNKNOWN else "<unknown>" for i in np.asarray(indices).tolist()]
+        idx = np.asarray(indices, dtype=np.int64)
+        if ((idx < UNKNOWN) | (idx >= len(self.ids))).any():
+            raise IndexError(
+                f"{self.name} index out of range 0..{len(self.ids) - 1} (or {UNKNOWN} for unknown)"
+            )
+        return [self.ids[i] if i != UNKNOWN else "<unknown>" for i in idx.tolist()]
 
     def to_json(self) -> str:
         return json.dumps(list(self.ids))

@@ -122,6 +122,12 @@ class Trainer:
             if ckpt is None or not (ckpt / "last").exists():
                 raise FileNotFoundError(f"nothing to resume: no checkpoint at {ckpt}/last")
             state = load_checkpoint(ckpt / "last", model=model, optimizers=optimizers)
+            saved = state.get("config")
+            if saved is not None and saved != _resume_key(cfg):
+                raise ValueError(
+                    f"cannot resume: the checkpoint at {ckpt} was trained with {saved}, this run asks for "
+                    f"{_resume_key(cfg)}; resuming needs the same settings to equal an uninterrupted run"
+                )
             start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
             report.history = state["history"]
             report.best_epoch, report.best_metric = state["best_epoch"], state["best_metric"]
@@ -129,6 +135,9 @@ class Trainer:
                 best_state = safetensors.torch.load_file(str(ckpt / "best.safetensors"))
         t_fit = time.perf_counter()
         end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, start_epoch + max_epochs)
+        if resume and validate is not None and cfg.patience and bad_epochs >= cfg.patience:
+            # the saved run had already stopped early: an uninterrupted run would train no further
+            end_epoch, report.stopped_early = start_epoch, True
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -213,6 +222,7 @@ class Trainer:
                             "history": report.history,
                             "best_epoch": report.best_epoch,
                             "best_metric": report.best_metric,
+                            "config": _resume_key(cfg),
                         },
                     )
                     atomic_write_text(ckpt / "log.json", json.dumps(report.history, indent=1))
@@ -224,6 +234,11 @@ class Trainer:
             model.load_state_dict(best_state)
         model.eval()
         return report
+
+
+def _resume_key(cfg: TrainConfig) -> dict:
+    """Settings that must not change between an interrupted run and its resumption."""
+    return cfg.model_dump(include={"batch_size", "lr", "optimizer", "weight_decay", "seed", "monitor"})
 
 
 def _epoch_line(entry: dict, monitor: str) -> str:

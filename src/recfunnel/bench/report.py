@@ -1,0 +1,256 @@
+"""Markdown report of benchmark rows: every number in it is read from the rows, none typed by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_rows", "render_markdown"]
+
+_DASH = "–"
+
+
+def load_rows(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[dict]:
+    """Rows from one or more JSON files written by `write_json` (a list of rows, or {"rows": [...]})."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    rows: list[dict] = []
+    for p in paths:
+        data = json.loads(Path(p).read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "rows" in data:
+            data = data["rows"]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ValueError(f"{p}: expected a JSON list of benchmark rows")
+        rows.extend(data)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# formatting helpers
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    return _DASH if x is None else f"{x:.{digits}f}"
+
+
+def _int(x: Any) -> str:
+    return _DASH if x is None else f"{int(round(x)):,}"
+
+
+def _secs(x: Any) -> str:
+    if x is None:
+        return _DASH
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def _uniq(rows: Sequence[dict], key: str) -> list:
+    out: list = []
+    for r in rows:
+        v = r.get(key)
+        if v is not None and v not in out:
+            out.append(v)
+    return out
+
+
+def _ks(rows: Sequence[dict], metric: str) -> list[int]:
+    ks = {int(k.split("@")[1]) for r in rows for k in r.get("metrics", {}) if k.startswith(f"{metric}@")}
+    return sorted(ks)
+
+
+def _protocol_text(protocol: str) -> str:
+    if protocol == "full":
+        return (
+            "**full**: each test user's held-out item is ranked against *all* items; the user's train "
+            "and valid items are masked out"
+        )
+    if protocol.startswith("sampled-"):
+        n = protocol.split("-", 1)[1]
+        return (
+            f"**{protocol}**: each test user's held-out item is ranked against {n} fixed negatives "
+            f"(items the user never interacted with, drawn once with the split's seed)"
+        )
+    return f"**{protocol}**"
+
+
+def _machine_line(rows: Sequence[dict]) -> str:
+    machines = _uniq(rows, "machine")
+    if not machines:
+        return f"Machine: {_DASH}"
+    parts = []
+    for m in machines:
+        s = (
+            f"{m.get('platform', '?')}, {m.get('processor', '?')}, "
+            f"{m.get('cpus_usable', m.get('cpu_count', '?'))} CPUs usable "
+            f"(of {m.get('cpu_count', '?')}), Python {m.get('python', '?')}, "
+            f"torch {m.get('torch', '?')} ({m.get('torch_threads', '?')} threads)"
+        )
+        if m.get("implicit"):
+            s += f", implicit {m['implicit']}"
+        parts.append(s)
+    return "Machine: " + "; ".join(parts)
+
+
+def _date_line(rows: Sequence[dict]) -> str:
+    dates = sorted(r["date"] for r in rows if r.get("date"))
+    if not dates:
+        return f"Date (UTC): {_DASH}"
+    return f"Date (UTC): {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+
+
+# --------------------------------------------------------------------------------------------------
+# tables and sentences
+
+
+def _table(rows: Sequence[dict]) -> list[str]:
+    hr_ks, ndcg_ks = _ks(rows, "hr"), _ks(rows, "ndcg")
+    mrr = any("mrr@10" in r.get("metrics", {}) for r in rows)
+    head = ["model", *(f"HR@{k}" for k in hr_ks), *(f"NDCG@{k}" for k in ndcg_ks)]
+    if mrr:
+        head.append("MRR@10")
+    head += ["train s", "epochs (best)", "samples/s", "params", "peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for r in rows:
+        m = r.get("metrics", {})
+        cells = [r.get("model", "?")]
+        cells += [_f(m.get(f"hr@{k}")) for k in hr_ks]
+        cells += [_f(m.get(f"ndcg@{k}")) for k in ndcg_ks]
+        if mrr:
+            cells.append(_f(m.get("mrr@10")))
+        ep = r.get("epochs_run")
+        best = r.get("best_epoch")
+        cells.append(_secs(r.get("train_seconds")))
+        cells.append(_DASH if ep is None else f"{ep}" + ("" if best is None else f" ({best + 1})"))
+        cells.append(_int(r.get("samples_per_second")))
+        cells.append(_int(r.get("params")))
+        cells.append(_int(r.get("peak_rss_mb")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _comparison(rows: Sequence[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        c = r.get("comparison")
+        if not c or r.get("protocol") != _prefer_protocol(rows):
+            continue
+        other = next(
+            (
+                o
+                for o in rows
+                if o.get("model") == c.get("against") and o.get("protocol") == r.get("protocol")
+            ),
+            None,
+        )
+        ratio = c.get("ratio_ours_over_implicit")
+        epochs = c.get("same_epochs")
+        epoch_txt = (
+            f"the same {epochs} epochs"
+            if epochs is not None
+            else f"{c.get('ours_epochs')} vs {c.get('implicit_epochs')} epochs"
+        )
+        s = (
+            f"**{r['model']} vs {c.get('against')}** ({epoch_txt}, same train matrix): ours trained in "
+            f"{_secs(c.get('ours_train_seconds'))} s of epoch time, implicit in "
+            f"{_secs(c.get('implicit_train_seconds'))} s: ratio ours/implicit = "
+            f"{_f(ratio, 2) if ratio is not None and ratio < 100 else _int(ratio)}x "
+            f"({c.get('ours_threads', '?')} torch threads vs {c.get('implicit_threads', '?')} implicit threads)."
+        )
+        if other is not None:
+            key = "hr@10" if "hr@10" in r.get("metrics", {}) else None
+            if key:
+                s += (
+                    f" {r['protocol']} HR@10 / NDCG@10: ours {_f(r['metrics'].get('hr@10'))} / "
+                    f"{_f(r['metrics'].get('ndcg@10'))}, implicit {_f(other['metrics'].get('hr@10'))} / "
+                    f"{_f(other['metrics'].get('ndcg@10'))}."
+                )
+        if c.get("note"):
+            s += f" ({c['note']})"
+        out.append(s)
+    return out
+
+
+def _prefer_protocol(rows: Sequence[dict]) -> str | None:
+    protocols = _uniq(rows, "protocol")
+    sampled = [p for p in protocols if str(p).startswith("sampled")]
+    return sampled[0] if sampled else (protocols[0] if protocols else None)
+
+
+def _throughput(rows: Sequence[dict]) -> list[str]:
+    out, seen = [], set()
+    for r in rows:
+        if r.get("family") != "neumf" or r.get("model") in seen:
+            continue
+        seen.add(r.get("model"))
+        sps, share = r.get("samples_per_second"), r.get("pipeline_share")
+        if sps is None:
+            continue
+        s = f"**{r['model']}** training throughput: {_int(sps)} samples/s"
+        if share is not None:
+            s += f"; {100 * share:.1f}% of epoch time outside forward/backward/step (sampling, batching)"
+        if r.get("epoch_seconds") is not None and r.get("epochs_run"):
+            s += f"; {_secs(r['epoch_seconds'] / r['epochs_run'])} s per epoch over {r['epochs_run']} epochs"
+        if r.get("pretrain_seconds") is not None:
+            s += f" (after {_secs(r['pretrain_seconds'])} s of GMF + MLP pre-training)"
+        out.append(s + ".")
+    return out
+
+
+def _suite_section(suite: str, rows: list[dict], command: str) -> list[str]:
+    lines = [f"## {suite}", ""]
+    if any(r.get("quick") for r in rows):
+        lines += ["> Quick run (CI-sized: few epochs); not comparable with full results.", ""]
+    lines.append(f"Command: `{command}`")
+    lines.append("")
+    for ds in _uniq(rows, "dataset"):
+        d = next((r.get("data") for r in rows if r.get("dataset") == ds and r.get("data")), None)
+        s = f"Dataset: {ds}"
+        if d:
+            s += (
+                f" ({_int(d.get('n_users'))} users, {_int(d.get('n_items'))} items, "
+                f"{_int(d.get('n_interactions'))} interactions, {_int(d.get('n_train'))} in train)"
+            )
+        lines.append(s + "  ")
+    splits = _uniq(rows, "split")
+    seeds = _uniq(rows, "seed")
+    lines.append(
+        f"Split: {', '.join(map(str, splits)) or _DASH}; evaluated on the "
+        f"{', '.join(map(str, _uniq(rows, 'part'))) or 'test'} part; training seed "
+        f"{', '.join(map(str, seeds)) or _DASH}  "
+    )
+    lines.append(_machine_line(rows) + "  ")
+    lines.append(_date_line(rows))
+    lines.append("")
+    protocols = _uniq(rows, "protocol")
+    lines.append("Protocols (ties ranked pessimistically: a target tied with a negative ranks below it):")
+    lines.append("")
+    for p in protocols:
+        lines.append(f"- {_protocol_text(p)}")
+    scopes = _uniq(rows, "peak_rss_scope")
+    lines.append(
+        "- train s: the fit's wall time including per-epoch validation (pre-trained NeuMF: including "
+        "GMF + MLP pre-training); epochs (best): epochs run and the 1-based epoch kept by early "
+        "stopping on the valid part"
+        + (f"; peak RSS: {', '.join(scopes)}" if scopes else "")
+    )
+    lines.append("")
+    for p in protocols:
+        lines += [f"### {p}", ""]
+        lines += _table([r for r in rows if r.get("protocol") == p])
+        lines.append("")
+    extra = _comparison(rows) + _throughput(rows)
+    for s in extra:
+        lines += [s, ""]
+    return lines
+
+
+def render_markdown(rows: list[dict], command: str) -> str:
+    """A markdown section per suite: command, dataset, protocols, machine, date, one table per
+    protocol, the implicit comparison and NeuMF throughput, all read from `rows`."""
+    suites = _uniq(rows, "suite")
+    lines: list[str] = []
+    for s in suites:
+        lines += _suite_section(s, [r for r in rows if r.get("suite") == s], command)
+    return "\n".join(lines).rstrip() + "\n"

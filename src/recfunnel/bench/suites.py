@@ -1,0 +1,525 @@
+"""Benchmark suites: fixed, named model line-ups whose configs, timings and metrics land in JSON rows.
+
+A suite is a function ``(quick, data_root, progress, models, isolate) -> list[dict]`` registered in
+:data:`SUITES`; :func:`run_suite` dispatches by name. Every row is one (model, protocol) pair::
+
+    {suite, model, dataset, protocol, split, seed, metrics: {"hr@5": ..., "ndcg@10": ...},
+     train_seconds, eval_seconds, peak_rss_mb, params, ...extra keys (see `_rows`)}
+
+Timing and memory rules (the same for every row):
+
+* ``train_seconds``: wall time of the whole fit as run, per-epoch validation for early stopping
+  included (for pre-trained NeuMF: GMF + MLP pre-training + fine-tuning). ``epoch_seconds`` is the
+  pure training-loop time (sum of epochs, no validation); the implicit comparison uses that.
+* ``eval_seconds``: the test evaluation of that row's protocol only.
+* ``peak_rss_mb``: ``getrusage(RUSAGE_SELF).ru_maxrss`` read after the model ran. With
+  ``isolate=True`` (the default for full runs) each model runs in a fresh *spawned* subprocess, so it
+  is that model's own peak (including the ~0.3-0.5 GB of the Python + torch runtime and the data);
+  with ``isolate=False`` (the default for quick runs) it is the peak of the whole process so far.
+  ``peak_rss_scope`` says which.
+* ``params``: trainable parameter count; for closed-form models (no parameters) the size of the
+  learned float buffers instead (Popularity: the item counts, EASE: the item-item matrix).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as _dt
+import functools
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recfunnel.atomic import atomic_write_text
+
+__all__ = ["SUITES", "Entry", "machine_info", "run_suite", "write_json"]
+
+KS = (5, 10, 20)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of a suite, fully configured (everything here is copied into the rows' `config`)."""
+
+    label: str  # the rows' "model"
+    family: str  # registry name, or "implicit-bpr"
+    params: dict[str, Any] = field(default_factory=dict)
+    objective: dict[str, Any] = field(default_factory=dict)  # e.g. {"name": "bpr", "params": {...}}
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    pretrain: bool = False  # NeuMF only: GMF + MLP pre-training (pipeline.pretrained_neumf)
+    alpha: float = 0.5
+    finetune: dict[str, Any] | None = None  # TrainConfig fields for NeuMF after pre-training
+
+
+# --------------------------------------------------------------------------------------------------
+# environment
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were measured."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+    }
+    try:
+        import implicit
+
+        info["implicit"] = implicit.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _param_count(model: torch.nn.Module) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if n == 0:  # closed-form model: count the learned float buffers
+        n = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    return int(n)
+
+
+@functools.lru_cache(maxsize=2)
+def _data(dataset: str, data_root: str | None, eval_negatives: int, seed: int):
+    from recfunnel.pipeline import DataConfig, SplitConfig, load_data, load_split
+
+    ds = load_data(DataConfig(dataset=dataset, data_root=data_root))
+    split = load_split(SplitConfig(method="leave_one_out", seed=seed, eval_negatives=eval_negatives), ds)
+    return ds, split
+
+
+# --------------------------------------------------------------------------------------------------
+# running one entry (in this process or in a spawned child)
+
+
+@dataclass(frozen=True)
+class _Job:
+    suite: str
+    entry: Entry
+    dataset: str
+    data_root: str | None
+    eval_negatives: int
+    split_seed: int
+    quick: bool
+    progress: bool
+    isolated: bool
+
+
+def _run_config(job: _Job, train: dict[str, Any]):
+    from recfunnel.pipeline import (
+        DataConfig,
+        EvalSection,
+        ModelSection,
+        ObjectiveSection,
+        RunConfig,
+        SplitConfig,
+        TrainConfig,
+    )
+
+    e = job.entry
+    return RunConfig(
+        data=DataConfig(dataset=job.dataset, data_root=job.data_root),
+        split=SplitConfig(method="leave_one_out", seed=job.split_seed, eval_negatives=job.eval_negatives),
+        model=ModelSection(name=e.family, params=e.params, pretrain=e.pretrain, alpha=e.alpha),
+        objective=ObjectiveSection(**e.objective),
+        train=TrainConfig(**train),
+        eval=EvalSection(protocols=("full", "sampled"), ks=KS, valid_protocol="sampled"),
+    )
+
+
+def _run_job(job: _Job) -> list[dict]:
+    """Train + evaluate one entry; returns its rows (one per protocol)."""
+    if job.entry.family == "implicit-bpr":
+        return _run_implicit(job)
+    from recfunnel.pipeline import evaluate_all, pretrained_neumf, train_model
+    from recfunnel.train.trainer import TrainConfig
+
+    e = job.entry
+    ds, split = _data(job.dataset, job.data_root, job.eval_negatives, job.split_seed)
+    cfg = _run_config(job, dict(e.train, progress=job.progress))
+    t0 = time.perf_counter()
+    pre_seconds = 0.0
+    init = None
+    train_cfg = cfg.train
+    if e.pretrain:
+        init, pre_seconds = pretrained_neumf(cfg, ds, split)
+        train_cfg = TrainConfig(**dict(e.finetune or e.train, progress=job.progress))
+    model, report = train_model(
+        e.family,
+        e.params,
+        ds,
+        split,
+        train_cfg,
+        cfg.objective,
+        cfg.eval.valid_protocol,
+        init=init,
+    )
+    fit_seconds = time.perf_counter() - t0
+    results = evaluate_all(model, ds, split, cfg, name=e.label)
+    config = cfg.model_dump(mode="json")
+    if e.pretrain:
+        config["finetune_train"] = train_cfg.model_dump(mode="json")
+    for section in (config["train"], config.get("finetune_train", {})):
+        section.pop("progress", None)
+    hist = report.history if report is not None else []
+    extra = {
+        "family": e.family,
+        "config": config,
+        "params": _param_count(model),
+        "train_seconds": fit_seconds,
+        "epoch_seconds": sum(h["train_seconds"] for h in hist) if hist else None,
+        "pretrain_seconds": pre_seconds if e.pretrain else None,
+        "epochs_run": len(hist) if model.trainable else None,
+        "best_epoch": report.best_epoch if hist else None,
+        "stopped_early": report.stopped_early if hist else None,
+        "samples_per_second": report.samples_per_second if hist else None,
+        "pipeline_share": report.pipeline_share if hist else None,
+        "valid_history": [
+            {
+                "epoch": h["epoch"],
+                "loss": h["loss"],
+                **{f"valid_{k}": v for k, v in h.get("valid", {}).items()},
+            }
+            for h in hist
+        ],
+    }
+    return _rows(job, ds, results, extra)
+
+
+def _rows(job: _Job, ds, results, extra: dict[str, Any]) -> list[dict]:
+    peak = _peak_rss_mb()
+    machine, date = machine_info(), _utc_now()
+    n_train = int(len(_data(job.dataset, job.data_root, job.eval_negatives, job.split_seed)[1].train))
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "suite": job.suite,
+                "model": job.entry.label,
+                "dataset": r.dataset,
+                "protocol": r.protocol,
+                "split": r.split,
+                "part": r.part,
+                "seed": r.seed,
+                "metrics": dict(r.metrics),
+                "n_eval_users": r.n_users,
+                "eval_seconds": r.seconds,
+                "peak_rss_mb": peak,
+                "peak_rss_scope": "model (fresh subprocess)" if job.isolated else "process so far",
+                **extra,
+                "data": {
+                    "n_users": ds.n_users,
+                    "n_items": ds.n_items,
+                    "n_interactions": len(ds.interactions),
+                    "n_train": n_train,
+                },
+                "quick": job.quick,
+                "machine": machine,
+                "date": date,
+            }
+        )
+    return rows
+
+
+class _FactorScorer:
+    """Scores from plain user/item factor matrices (score = u . v), for the evaluation protocols."""
+
+    family = "factors"
+
+    def __init__(self, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
+        self.users = torch.from_numpy(np.ascontiguousarray(user_factors, dtype=np.float32))
+        self.items = torch.from_numpy(np.ascontiguousarray(item_factors, dtype=np.float32))
+        self.n_items = self.items.shape[0]
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.users[users].unsqueeze(1) * self.items[items]).sum(-1)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.users[users] @ self.items.T
+
+
+def _run_implicit(job: _Job) -> list[dict]:
+    """implicit's CPU BPR on the same train matrix; its item_factors carry a bias column (the
+    matching user column is all ones), so u . v already includes the item bias."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    from recfunnel.pipeline import evaluate_all
+
+    e = job.entry
+    ds, split = _data(job.dataset, job.data_root, job.eval_negatives, job.split_seed)
+    x = split.part(ds, "train").matrix(ds.n_users, ds.n_items).astype(np.float32).tocsr()
+    model = BayesianPersonalizedRanking(**e.params)
+    t0 = time.perf_counter()
+    model.fit(x, show_progress=False)
+    fit_seconds = time.perf_counter() - t0
+    uf, itf = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    scorer = _FactorScorer(uf, itf)
+    cfg = _run_config(job, {"epochs": e.params["iterations"], "seed": e.params.get("random_state", 0)})
+    results = evaluate_all(scorer, ds, split, cfg, name=e.label)
+    f = e.params["factors"]
+    extra = {
+        "family": e.family,
+        "config": {
+            "model": {"name": "implicit.cpu.bpr.BayesianPersonalizedRanking", "params": dict(e.params)},
+            "factor_shapes": {"user": list(uf.shape), "item": list(itf.shape)},
+        },
+        # learned values: user factors plus item factors and item bias (the users' 1s column is fixed)
+        "params": int(ds.n_users * f + ds.n_items * (f + 1)),
+        "train_seconds": fit_seconds,
+        "epoch_seconds": fit_seconds,
+        "pretrain_seconds": None,
+        "epochs_run": e.params["iterations"],
+        "best_epoch": e.params["iterations"] - 1,
+        "stopped_early": False,
+        "samples_per_second": len(split.train) * e.params["iterations"] / fit_seconds
+        if fit_seconds
+        else None,
+        "pipeline_share": None,
+        "valid_history": [],
+    }
+    return _rows(job, ds, results, extra)
+
+
+def _run_isolated(job: _Job) -> list[dict]:
+    """Run one job in a fresh spawned process (its own peak RSS, no state shared with others)."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(_run_job, job).result()
+
+
+# --------------------------------------------------------------------------------------------------
+# suites
+
+
+def _ncf_entries(quick: bool) -> list[Entry]:
+    """The ncf-ml100k line-up. Hyper-parameters chosen on the *valid* part only (see docs/bench)."""
+    ncf_train = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "optimizer": "adam", "patience": 5}
+    factors, layers = 8, (64, 32, 16, 8)
+    mf_epochs = 10
+    mf_params = {"factors": 64, "init_std": 0.01}
+    mf_train = {"epochs": mf_epochs, "batch_size": 1024, "lr": 0.01, "optimizer": "adam", "patience": 0}
+    mf_reg = 1e-3
+    finetune = {"epochs": 20, "batch_size": 256, "lr": 1e-4, "optimizer": "adam", "patience": 5}
+    entries = [
+        Entry("Popularity", "popularity"),
+        Entry("EASE", "ease", {"l2": 250.0}),
+        Entry("MF-BPR", "mf", mf_params, {"name": "bpr", "params": {"reg": mf_reg}}, mf_train),
+        Entry(
+            "implicit-bpr",
+            "implicit-bpr",
+            {
+                "factors": mf_params["factors"],
+                "learning_rate": mf_train["lr"],
+                "regularization": mf_reg,
+                "iterations": mf_epochs,
+                "random_state": 0,
+                "num_threads": 0,
+            },
+        ),
+        Entry("GMF", "gmf", {"factors": factors}, {"name": "bce", "params": {"k": 4}}, ncf_train),
+        Entry("MLP", "mlp", {"layers": layers}, {"name": "bce", "params": {"k": 4}}, ncf_train),
+        Entry(
+            "NeuMF",
+            "neumf",
+            {"factors": factors, "layers": layers},
+            {"name": "bce", "params": {"k": 4}},
+            ncf_train,
+        ),
+        Entry(
+            "NeuMF-pretrain",
+            "neumf",
+            {"factors": factors, "layers": layers},
+            {"name": "bce", "params": {"k": 4}},
+            ncf_train,
+            pretrain=True,
+            alpha=0.5,
+            finetune=finetune,
+        ),
+    ]
+    if quick:
+        short = {"epochs": 1, "patience": 0}
+        out = []
+        for e in entries:
+            if e.family == "implicit-bpr":
+                e = replace(e, params=dict(e.params, iterations=2))
+            elif e.family == "mf":
+                e = replace(e, train=dict(e.train, epochs=2))
+            elif e.train:
+                e = replace(e, train=dict(e.train, **short))
+                if e.finetune:
+                    e = replace(e, finetune=dict(e.finetune, **short))
+            out.append(e)
+        entries = out
+    return entries
+
+
+def _have_implicit() -> bool:
+    try:
+        import implicit.cpu.bpr  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_entries(
+    suite: str,
+    entries: list[Entry],
+    *,
+    dataset: str,
+    quick: bool,
+    data_root,
+    progress: bool,
+    isolate: bool,
+) -> list[dict]:
+    rows: list[dict] = []
+    t_suite = time.perf_counter()
+    for n, e in enumerate(entries, 1):
+        if e.family == "implicit-bpr" and not _have_implicit():
+            print(
+                f"[{suite}] skipping {e.label}: the optional 'implicit' package is not installed "
+                "(pip install 'recfunnel[bench]')",
+                flush=True,
+            )
+            continue
+        job = _Job(
+            suite,
+            e,
+            dataset,
+            None if data_root is None else str(data_root),
+            99,
+            0,
+            quick,
+            progress,
+            isolate,
+        )
+        if progress:
+            print(f"[{suite}] {n}/{len(entries)} {e.label} ...", flush=True)
+        got = _run_isolated(job) if isolate else _run_job(job)
+        rows.extend(got)
+        if progress:
+            m = {r["protocol"]: r["metrics"] for r in got}
+            parts = [f"{p} hr@10 {v['hr@10']:.4f} ndcg@10 {v['ndcg@10']:.4f}" for p, v in m.items()]
+            print(
+                f"[{suite}] {e.label}: train {got[0]['train_seconds']:.1f}s, "
+                + ", ".join(parts)
+                + f"  (suite {time.perf_counter() - t_suite:.0f}s)",
+                flush=True,
+            )
+    _attach_comparison(rows)
+    return rows
+
+
+def _attach_comparison(rows: list[dict]) -> None:
+    """Put the implicit-vs-ours timing on the MF-BPR rows (pure epoch time, same epoch count)."""
+    imp = next((r for r in rows if r["family"] == "implicit-bpr"), None)
+    if imp is None:
+        return
+    for r in rows:
+        if r["family"] != "mf" or r["suite"] != imp["suite"]:
+            continue
+        ours = r["epoch_seconds"]
+        r["comparison"] = {
+            "against": imp["model"],
+            "implicit_train_seconds": imp["train_seconds"],
+            "ours_train_seconds": ours,
+            "ratio_ours_over_implicit": ours / imp["train_seconds"] if imp["train_seconds"] else None,
+            "same_epochs": imp["epochs_run"] if imp["epochs_run"] == r["epochs_run"] else None,
+            "ours_epochs": r["epochs_run"],
+            "implicit_epochs": imp["epochs_run"],
+            "ours_threads": r["machine"]["torch_threads"],
+            "implicit_threads": imp["config"]["model"]["params"].get("num_threads", 0)
+            or r["machine"]["cpus_usable"],
+            "note": (
+                "ours: sum of epoch times (sampling + Adam/SparseAdam mini-batches, validation excluded); "
+                "implicit: fit() wall time (Hogwild SGD). Same factors/epochs/lr/reg numbers, but the "
+                "optimisers differ (Adam vs SGD) and so does the reg scaling (batch mean vs per update)."
+            ),
+        }
+
+
+def _suite_ncf_ml100k(
+    quick: bool = False,
+    data_root=None,
+    progress: bool = True,
+    models: Sequence[str] | None = None,
+    isolate: bool | None = None,
+) -> list[dict]:
+    """NCF line-up on MovieLens-100K, leave-one-out, 99 fixed negatives (seed 0), K in 5/10/20."""
+    entries = _ncf_entries(quick)
+    if models is not None:
+        wanted = set(models)
+        unknown = wanted - {e.label for e in entries}
+        if unknown:
+            raise ValueError(
+                f"unknown model(s) {sorted(unknown)} in suite ncf-ml100k; valid: "
+                + ", ".join(e.label for e in entries)
+            )
+        entries = [e for e in entries if e.label in wanted]
+    return _run_entries(
+        "ncf-ml100k",
+        entries,
+        dataset="ml-100k",
+        quick=quick,
+        data_root=data_root,
+        progress=progress,
+        isolate=(not quick) if isolate is None else isolate,
+    )
+
+
+SUITES: dict[str, Callable[..., list[dict]]] = {"ncf-ml100k": _suite_ncf_ml100k}
+
+
+def run_suite(
+    name: str,
+    quick: bool = False,
+    data_root=None,
+    progress: bool = True,
+    *,
+    models: Sequence[str] | None = None,
+    isolate: bool | None = None,
+) -> list[dict]:
+    """Run the suite `name` and return its rows (see the module docstring for the row keys).
+
+    `quick`: a CI-sized run (1-2 epochs per model), rows marked ``"quick": true``.
+    `models`: run only these model labels of the suite. `isolate`: one spawned subprocess per model
+    (per-model peak RSS); default True for full runs, False for quick ones."""
+    try:
+        fn = SUITES[name]
+    except KeyError:
+        raise ValueError(f"unknown suite {name!r}; valid: {', '.join(sorted(SUITES))}") from None
+    return fn(quick=quick, data_root=data_root, progress=progress, models=models, isolate=isolate)
+
+
+def write_json(rows: list[dict], path: str | os.PathLike[str]) -> Path:
+    """Write the rows as a JSON list, atomically (a reader never sees a torn file)."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(rows, indent=1, sort_keys=False) + "\n")
+    return path
