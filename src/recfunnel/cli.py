@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,

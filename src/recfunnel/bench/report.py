@@ -156,7 +156,8 @@ def _comparison(rows: Sequence[dict]) -> list[str]:
             f"{_secs(c.get('ours_train_seconds'))} s of epoch time, implicit in "
             f"{_secs(c.get('implicit_train_seconds'))} s: ratio ours/implicit = "
             f"{_f(ratio, 2) if ratio is not None and ratio < 100 else _int(ratio)}x "
-            f"({c.get('ours_threads', '?')} torch threads vs {c.get('implicit_threads', '?')} implicit threads)."
+            f"({c.get('ours_threads', '?')} torch threads vs "
+            f"{c.get('implicit_threads', '?')} implicit threads)."
         )
         if other is not None:
             key = "hr@10" if "hr@10" in r.get("metrics", {}) else None
@@ -232,8 +233,7 @@ def _suite_section(suite: str, rows: list[dict], command: str) -> list[str]:
     lines.append(
         "- train s: the fit's wall time including per-epoch validation (pre-trained NeuMF: including "
         "GMF + MLP pre-training); epochs (best): epochs run and the 1-based epoch kept by early "
-        "stopping on the valid part"
-        + (f"; peak RSS: {', '.join(scopes)}" if scopes else "")
+        "stopping on the valid part" + (f"; peak RSS: {', '.join(scopes)}" if scopes else "")
     )
     lines.append("")
     for p in protocols:

@@ -1,0 +1,107 @@
+import json
+
+from recfunnel.bench.report import load_rows, render_markdown
+from recfunnel.bench.suites import write_json
+
+MACHINE = {
+    "platform": "Linux-test",
+    "processor": "x86_64",
+    "cpu_count": 2,
+    "cpus_usable": 2,
+    "python": "3.11.0",
+    "torch": "2.4.0",
+    "torch_threads": 2,
+}
+
+
+def _row(model, protocol, family, hr10, ndcg10, **extra):
+    metrics = {}
+    for k in (5, 10, 20):
+        metrics[f"hr@{k}"] = hr10 * k / 10
+        metrics[f"ndcg@{k}"] = ndcg10 * k / 10
+    metrics["mrr@10"] = 0.25
+    row = {
+        "suite": "toy-suite",
+        "model": model,
+        "family": family,
+        "dataset": "toy",
+        "protocol": protocol,
+        "split": "leave_one_out(eval_negatives=99, negatives_seed=0)",
+        "part": "test",
+        "seed": 0,
+        "metrics": metrics,
+        "train_seconds": 12.345,
+        "eval_seconds": 0.5,
+        "peak_rss_mb": 512.0,
+        "peak_rss_scope": "process so far",
+        "params": 123456,
+        "epochs_run": 7,
+        "best_epoch": 4,
+        "samples_per_second": 150123.4,
+        "pipeline_share": 0.0345,
+        "epoch_seconds": 10.0,
+        "data": {"n_users": 9, "n_items": 20, "n_interactions": 100, "n_train": 82},
+        "machine": MACHINE,
+        "date": "2025-01-02T03:04:05+00:00",
+        "quick": False,
+    }
+    row.update(extra)
+    return row
+
+
+def _rows():
+    comp = {
+        "against": "implicit-bpr",
+        "implicit_train_seconds": 2.0,
+        "ours_train_seconds": 10.0,
+        "ratio_ours_over_implicit": 5.0,
+        "same_epochs": 7,
+        "ours_epochs": 7,
+        "implicit_epochs": 7,
+        "ours_threads": 2,
+        "implicit_threads": 2,
+    }
+    rows = []
+    for p in ("full", "sampled-99"):
+        rows.append(_row("NeuMF", p, "neumf", 0.6432, 0.3791))
+        rows.append(_row("MF-BPR", p, "mf", 0.6211, 0.3522, comparison=comp))
+        rows.append(_row("implicit-bpr", p, "implicit-bpr", 0.5012, 0.2803, samples_per_second=None))
+    return rows
+
+
+def test_render_markdown_numbers_and_machine():
+    md = render_markdown(_rows(), "recfunnel bench ncf-ml100k")
+    assert "## toy-suite" in md
+    assert "`recfunnel bench ncf-ml100k`" in md
+    assert "### full" in md and "### sampled-99" in md
+    assert "99 fixed negatives" in md and "all* items" in md
+    assert "Machine: Linux-test, x86_64, 2 CPUs usable" in md and "torch 2.4.0 (2 threads)" in md
+    assert "2025-01-02T03:04:05+00:00" in md
+    line = "| NeuMF | 0.3216 | 0.6432 | 1.2864 | 0.1895 | 0.3791 | 0.7582 | 0.2500 | 12.3 | 7 (5) | 150,123 |"
+    assert line + " 123,456 | 512 |" in md
+    assert "| implicit-bpr |" in md and "| – |" in md  # missing samples/s shown as a dash
+    # implicit comparison sentence, from the comparison entry and both models' rows
+    assert "ratio ours/implicit = 5.00x" in md
+    assert "ours 0.6211 / 0.3522, implicit 0.5012 / 0.2803" in md
+    assert "the same 7 epochs" in md
+    # NeuMF throughput and pipeline share
+    assert "150,123 samples/s" in md and "3.5% of epoch time" in md
+    assert "9 users, 20 items" in md
+
+
+def test_render_markdown_quick_banner_and_two_suites():
+    rows = _rows()
+    other = [dict(r, suite="other", quick=True) for r in rows[:2]]
+    md = render_markdown(rows + other, "cmd")
+    assert md.index("## toy-suite") < md.index("## other")
+    assert md.count("Quick run") == 1
+
+
+def test_json_round_trip(tmp_path):
+    rows = _rows()
+    path = write_json(rows, tmp_path / "sub" / "r.json")
+    assert load_rows(path) == rows
+    assert load_rows([path, path]) == rows + rows
+    (tmp_path / "wrapped.json").write_text(json.dumps({"rows": rows}))
+    assert load_rows(tmp_path / "wrapped.json") == rows
+    assert render_markdown(load_rows(path), "c") == render_markdown(rows, "c")

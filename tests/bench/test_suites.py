@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from recfunnel.bench.suites import SUITES, run_suite, write_json
+from recfunnel.settings import dataset_dir
+
+CONTRACT = {
+    "suite",
+    "model",
+    "dataset",
+    "protocol",
+    "split",
+    "seed",
+    "metrics",
+    "train_seconds",
+    "eval_seconds",
+    "peak_rss_mb",
+    "params",
+    "config",
+    "epochs_run",
+    "best_epoch",
+    "samples_per_second",
+    "pipeline_share",
+    "machine",
+    "date",
+    "quick",
+}
+MODELS = {"Popularity", "EASE", "MF-BPR", "GMF", "MLP", "NeuMF", "NeuMF-pretrain"}
+
+
+def _have_ml100k() -> bool:
+    try:
+        dataset_dir("ml-100k")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_data = pytest.mark.skipif(not _have_ml100k(), reason="ml-100k not under the data root")
+
+
+def test_unknown_suite_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        run_suite("no-such-suite", quick=True)
+    assert "no-such-suite" in str(e.value)
+    for name in SUITES:
+        assert name in str(e.value)
+
+
+@needs_data
+def test_unknown_model_lists_valid_models():
+    with pytest.raises(ValueError, match="NeuMF-pretrain"):
+        run_suite("ncf-ml100k", quick=True, models=["nope"])
+
+
+@pytest.fixture(scope="module")
+def quick_rows():
+    if not _have_ml100k():
+        pytest.skip("ml-100k not under the data root")
+    return run_suite("ncf-ml100k", quick=True, progress=False)
+
+
+@needs_data
+@pytest.mark.slow
+def test_quick_suite_rows_follow_the_contract(quick_rows, tmp_path):
+    rows = quick_rows
+    try:
+        import implicit  # noqa: F401
+
+        expected = MODELS | {"implicit-bpr"}
+    except ImportError:
+        expected = MODELS
+    assert {r["model"] for r in rows} == expected
+    for model in expected:
+        got = sorted(r["protocol"] for r in rows if r["model"] == model)
+        assert got == ["full", "sampled-99"], model
+    for r in rows:
+        assert CONTRACT <= set(r), (r["model"], CONTRACT - set(r))
+        assert r["suite"] == "ncf-ml100k" and r["dataset"] == "ml-100k" and r["quick"] is True
+        for k in (5, 10, 20):
+            for m in ("hr", "ndcg"):
+                assert 0.0 <= r["metrics"][f"{m}@{k}"] <= 1.0
+        assert isinstance(r["params"], int) and r["params"] > 0
+        assert r["train_seconds"] >= 0 and r["eval_seconds"] > 0 and r["peak_rss_mb"] > 0
+        assert r["machine"]["torch_threads"] >= 1 and r["date"].endswith("+00:00")
+    by = {(r["model"], r["protocol"]): r for r in rows}
+    # the popularity baseline is deterministic and training-free: same numbers in quick and full runs
+    assert by[("Popularity", "sampled-99")]["metrics"]["hr@10"] == pytest.approx(0.4115, abs=1e-4)
+    neumf = by[("NeuMF", "sampled-99")]
+    assert neumf["samples_per_second"] > 0 and 0 <= neumf["pipeline_share"] < 1
+    assert neumf["config"]["model"]["params"]["layers"] == [64, 32, 16, 8]
+    pre = by[("NeuMF-pretrain", "full")]
+    assert pre["pretrain_seconds"] > 0 and pre["train_seconds"] >= pre["pretrain_seconds"]
+    assert "finetune_train" in pre["config"]
+    if "implicit-bpr" in expected:
+        comp = by[("MF-BPR", "full")]["comparison"]
+        assert comp["same_epochs"] == by[("implicit-bpr", "full")]["epochs_run"]
+        assert comp["ratio_ours_over_implicit"] > 0
+    # rows are JSON-serialisable as they are
+    path = write_json(rows, tmp_path / "rows.json")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(rows))
+
+
+@needs_data
+def test_isolated_run_measures_its_own_process():
+    rows = run_suite("ncf-ml100k", quick=True, progress=False, models=["Popularity"], isolate=True)
+    assert [r["protocol"] for r in rows] == ["full", "sampled-99"]
+    assert rows[0]["peak_rss_scope"].startswith("model")
+    assert rows[1]["metrics"]["hr@10"] == pytest.approx(0.4115, abs=1e-4)
