@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.readers import load_dataset, read_table
@@ -21,6 +25,7 @@ from recfunnel.eval.protocols import evaluate
 from recfunnel.eval.result import Result
 from recfunnel.models.base import Model, build_model
 from recfunnel.train.objectives import build_objective
+from recfunnel.train.seq_objectives import SEQUENCE_OBJECTIVES  # also registers them in OBJECTIVES
 from recfunnel.train.trainer import TrainConfig, Trainer, TrainReport, seed_everything
 
 
@@ -147,9 +152,10 @@ def train_model(
         t0 = time.perf_counter()
         model.fit_matrix(train.matrix(dataset.n_users, dataset.n_items))
         return model, TrainReport(seconds=time.perf_counter() - t0)
-    obj = build_objective(
-        objective.name or model.objective, train, dataset.n_users, dataset.n_items, **objective.params
-    )
+    obj_name, obj_params = objective.name or model.objective, dict(objective.params)
+    if obj_name in SEQUENCE_OBJECTIVES and hasattr(model.config, "max_len"):
+        obj_params.setdefault("max_len", model.config.max_len)  # windows as long as the model reads
+    obj = build_objective(obj_name, train, dataset.n_users, dataset.n_items, **obj_params)
     validate = None
     if len(split.valid):
         protocol = valid_protocol if split.negatives.get("valid") is not None else "full"

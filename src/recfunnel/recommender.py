@@ -18,9 +18,10 @@ import torch
 from recfunnel import __version__
 from recfunnel.artifacts import ArtifactError, load_artifact, save_artifact
 from recfunnel.data.dataset import Dataset
+from recfunnel.data.sequences import from_lists, user_sequences
 from recfunnel.data.splits import Split
 from recfunnel.data.vocab import Vocab
-from recfunnel.models.base import Factorised, Model, build_model, model_class
+from recfunnel.models.base import Factorised, HistoryAware, Model, build_model, model_class
 from recfunnel.train.trainer import TrainConfig, TrainReport
 
 
@@ -68,7 +69,10 @@ class Recommender:
         self.model_, self.report_ = model.eval(), report
         self.users_, self.items_ = dataset.users, dataset.items
         seen_rows = np.concatenate([split.train, split.valid])
-        self.seen_ = dataset.interactions.take(seen_rows).matrix(dataset.n_users, dataset.n_items)
+        seen = dataset.interactions.take(np.sort(seen_rows))
+        self.seen_ = seen.matrix(dataset.n_users, dataset.n_items)
+        if isinstance(model, HistoryAware):  # sequence models read the same rows, time-ordered
+            model.set_history(*user_sequences(seen, dataset.n_users))
         self.titles_ = dataset.item_titles()
         return self
 
@@ -110,6 +114,43 @@ class Recommender:
         return out, scores
 
     @torch.no_grad()
+    def recommend_from_items(
+        self,
+        item_lists: Sequence[Sequence[object]],
+        k: int = 10,
+        exclude_given: bool = True,
+        unknown: str = "raise",
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """Top-k raw item ids and scores for ad-hoc lists of raw item ids (oldest first), one list
+        per request, no stored user needed: request-time freshness for sequence models.
+
+        `exclude_given`: never return an item of the request's own list. `unknown`: "raise"
+        (KeyError naming the ids) or "skip" (drop item ids the model does not know)."""
+        model = self._fitted()
+        if not isinstance(model, HistoryAware):
+            raise TypeError(
+                f"recommend_from_items needs a sequence model; {self.family!r} reads no item lists"
+            )
+        if isinstance(item_lists, (str, bytes)) or any(isinstance(x, (str, bytes)) for x in item_lists):
+            raise TypeError("item_lists is one list of raw item ids per request, e.g. [['12', '7']]")
+        if unknown not in ("raise", "skip"):
+            raise ValueError(f"unknown must be 'raise' or 'skip', got {unknown!r}")
+        mode = "raise" if unknown == "raise" else "mark"
+        lists = [self.items_.encode(list(x), unknown=mode) for x in item_lists]
+        indptr, items = from_lists([x[x >= 0] for x in lists])
+        scores = (model.encode_items(indptr, items) @ model.item_vectors().T + model.item_bias_all()).float()
+        if exclude_given and len(items):
+            rows = torch.repeat_interleave(torch.arange(len(lists)), indptr.diff())
+            scores[rows, items] = float("-inf")
+        top = torch.topk(scores, min(k, model.n_items), dim=1)
+        names = self.items_.ids
+        out = [
+            [names[i] for i, s in zip(r, sr, strict=True) if np.isfinite(s)]
+            for r, sr in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        ]
+        return out, top.values.numpy()
+
+    @torch.no_grad()
     def similar_items(self, items: Sequence[object], k: int = 10) -> tuple[list[list[str]], np.ndarray]:
         """Items most similar to each raw item id (cosine of item vectors; EASE: its item-item
         weights), the item itself excluded."""
@@ -123,7 +164,7 @@ class Recommender:
         else:
             raise TypeError(
                 f"similar_items needs item vectors; model {self.family!r} has none "
-                "(factorised families: mf, gmf)"
+                "(it works for factorised families and EASE)"
             )
         sims[torch.arange(len(idx)), idx] = float("-inf")
         top = torch.topk(sims, min(k, model.n_items - 1), dim=1)
@@ -144,6 +185,9 @@ class Recommender:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors["seen.indptr"] = torch.from_numpy(self.seen_.indptr.astype(np.int64))
         tensors["seen.indices"] = torch.from_numpy(self.seen_.indices.astype(np.int64))
+        history = model.get_history() if isinstance(model, HistoryAware) else None
+        if history is not None:  # sequence models: the time-ordered histories recommend() reads
+            tensors["history.indptr"], tensors["history.items"] = history
         vocabs = {"users": list(self.users_.ids), "items": list(self.items_.ids)}
         if self.titles_:
             vocabs["item_titles"] = [t if isinstance(t, str) else "" for t in self.titles_]
@@ -190,6 +234,8 @@ class Recommender:
             ),
             shape=(n_u, n_i),
         )
+        if isinstance(model, HistoryAware) and "history.indptr" in art.tensors:
+            model.set_history(art.tensors["history.indptr"], art.tensors["history.items"])
         rec.titles_ = art.vocabs.get("item_titles")
         rec.metrics_ = art.metrics or {}
         return rec
