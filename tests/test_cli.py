@@ -158,3 +158,28 @@ def test_main_job_prints_results_and_titled_top10_on_movielens(tmp_path):
     assert res.exit_code == 0, res.output
     assert "sampled-99" in res.output and "full" in res.output
     assert "top-10 for user 1" in res.output and "(19" in res.output  # titles carry a year
+
+
+def test_recommend_through_an_ann_index_matches_exact(tmp_path):
+    csv = _plays_csv(tmp_path / "plays.csv")
+    out = tmp_path / "mf"
+    res = _invoke("train", "--table", csv, "--user-col", "user_id", "--item-col", "artist", "--split",
+                  "random_holdout", "-m", "mf", "--epochs", "2", "--batch-size", "64", "--no-progress", "-o", out)
+    assert res.exit_code == 0, res.output
+    res = _invoke("index", out, "--backend", "hnsw", "-p", "ef_search=64")
+    assert res.exit_code == 0, res.output
+    assert (out / "index" / "hnsw" / "meta.json").is_file()
+    exact = _invoke("recommend", out, "-u", "u3", "-k", "5")
+    via = _invoke("recommend", out, "-u", "u3", "-k", "5", "--index", "hnsw")
+    assert via.exit_code == 0, via.output
+    rows = lambda text: [line for line in text.splitlines() if re.search(r"│\s+\d+\s+│", line)]  # noqa: E731
+    assert rows(exact.output) == rows(via.output) and len(rows(via.output)) == 5
+
+
+def test_index_of_a_model_without_item_vectors_is_refused(tmp_path):
+    csv = _plays_csv(tmp_path / "plays.csv")
+    out = tmp_path / "ease"
+    assert _invoke("train", "--table", csv, "--user-col", "user_id", "--item-col", "artist", "--split",
+                   "random_holdout", "-m", "ease", "--no-progress", "-o", out).exit_code == 0
+    res = _invoke("index", out)
+    assert res.exit_code == 2 and "item vectors" in res.output

@@ -69,14 +69,7 @@ def _results_table(results: list, title: str) -> Table:
 
 def _show_top(rec, user: str, k: int) -> None:
     ids, scores = rec.recommend([user], k=k)
-    table = Table(title=f"top-{k} for user {user} (seen items excluded)")
-    table.add_column("#", justify="right")
-    table.add_column("item")
-    table.add_column("title")
-    table.add_column("score", justify="right")
-    for n, (i, t, s) in enumerate(zip(ids[0], rec.titles(ids[0]), scores[0], strict=False), 1):
-        table.add_row(str(n), i, t, f"{s:.4f}")
-    console.print(table)
+    _print_top(rec, user, ids[0], scores[0], k, False, None)
 
 
 @app.command()
@@ -294,6 +287,13 @@ def recommend(
     user: Annotated[list[str], typer.Option("--user", "-u", help="raw user id (repeatable)")],
     k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items the user already has")] = False,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            help="search this index backend built by `recfunnel index` (e.g. hnsw) instead of "
+            "scoring every item; factorised models only"
+        ),
+    ] = None,
 ) -> None:
     """Top-k items for users of a saved model, with titles where the dataset has them."""
     from recfunnel.artifacts import ArtifactError
@@ -301,19 +301,66 @@ def recommend(
 
     try:
         rec = Recommender.load(artifact)
+        ann = None
+        if index is not None:
+            from recfunnel.index import index_dir, load_index
+
+            ann = load_index(index_dir(artifact, index))
         for u in user:
             if u not in rec.users_:
                 _fail(
                     f"unknown user {u!r}: the model knows {len(rec.users_)} users "
                     f"(e.g. {', '.join(rec.users_.ids[:5])})"
                 )
-            ids, scores = rec.recommend([u], k=k, exclude_seen=not include_seen)
-            _show_top(rec, u, k) if not include_seen else None
-            if include_seen:
-                for n, (i, t, s) in enumerate(zip(ids[0], rec.titles(ids[0]), scores[0], strict=False), 1):
-                    console.print(f"{n:>3}  {i:>8}  {t}  {s:.4f}")
-    except ArtifactError as e:
+            ids, scores = rec.recommend([u], k=k, exclude_seen=not include_seen, index=ann)
+            _print_top(rec, u, ids[0], scores[0], k, include_seen, index)
+    except (ArtifactError, ValueError, TypeError) as e:
         _fail(str(e))
+
+
+@app.command("index")
+def build_index_cmd(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder of a factorised model (mf, gmf, ...)")],
+    backend: Annotated[str, typer.Option(help="exact | hnsw | ivf | ivfpq")] = "hnsw",
+    param: Annotated[
+        list[str], typer.Option("--param", "-p", help="backend parameter key=value, e.g. -p ef_search=128")
+    ] = [],
+    threads: Annotated[int | None, typer.Option(help="threads for building (default: FAISS's)")] = None,
+) -> None:
+    """Build an ANN index over a saved model's item vectors, saved in <artifact>/index/<backend>.
+
+    The index returns the model's own score (an item bias becomes one extra dimension), so
+    `recfunnel recommend --index BACKEND` ranks as the model does, up to the ANN's recall."""
+    import time
+
+    from recfunnel.artifacts import ArtifactError
+    from recfunnel.index import index_dir, index_from_model
+    from recfunnel.recommender import Recommender
+
+    try:
+        rec = Recommender.load(artifact)
+        t0 = time.perf_counter()
+        idx = index_from_model(rec.model_, backend, threads=threads, **_parse_params(param))
+        seconds = time.perf_counter() - t0
+        path = index_dir(artifact, backend)
+        idx.save(path)
+    except (ArtifactError, ValueError, TypeError) as e:
+        _fail(str(e))
+    console.print(f"{backend} index over {rec.model_.n_items:,} items built in {seconds:.2f}s -> {path}")
+
+
+def _print_top(rec, user: str, ids: list[str], scores, k: int, include_seen: bool, index: str | None) -> None:
+    how = f"via {index} index" if index else "exact"
+    table = Table(
+        title=f"top-{k} for user {user} ({'seen items allowed' if include_seen else 'seen excluded'}, {how})"
+    )
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("title")
+    table.add_column("score", justify="right")
+    for n, (i, t, s) in enumerate(zip(ids, rec.titles(ids), scores, strict=False), 1):
+        table.add_row(str(n), i, t, f"{s:.4f}")
+    console.print(table)
 
 
 @app.command()

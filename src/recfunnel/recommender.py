@@ -84,15 +84,24 @@ class Recommender:
     # ---- answering --------------------------------------------------------------------------
     @torch.no_grad()
     def recommend(
-        self, users: Sequence[object], k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
+        self,
+        users: Sequence[object],
+        k: int = 10,
+        exclude_seen: bool = True,
+        batch_size: int = 1024,
+        index: Any = None,
     ) -> tuple[list[list[str]], np.ndarray]:
         """Top-k raw item ids and scores for raw user ids, batch first: ([n][k] ids, float [n, k]).
 
         Unknown users raise KeyError naming them. With `exclude_seen`, items the user had in
-        training are never returned (fewer than k only if the catalogue runs out)."""
+        training are never returned (fewer than k only if the catalogue runs out). `index`: a
+        `recfunnel.index` index built from this (factorised) model, searched instead of scoring
+        every item; it must match the model's current item vectors."""
         model = self._fitted()
         idx = self.users_.encode(list(users))
         k = min(k, model.n_items)
+        if index is not None:
+            return self._recommend_via_index(model, idx, k, exclude_seen, index)
         all_ids, all_scores = [], []
         for start in range(0, len(idx), batch_size):
             ub = idx[start : start + batch_size]
@@ -112,6 +121,17 @@ class Recommender:
             for r, sr in zip(ids, scores, strict=True)
         ]
         return out, scores
+
+    def _recommend_via_index(
+        self, model: Model, idx: np.ndarray, k: int, exclude_seen: bool, index: Any
+    ) -> tuple[list[list[str]], np.ndarray]:
+        from recfunnel.index import check_index_matches
+
+        check_index_matches(index, model)
+        queries = model.user_vectors(torch.from_numpy(idx)).float().numpy()
+        ids, scores = index.search(queries, k, exclude=self.seen_[idx] if exclude_seen else None)
+        names = self.items_.ids
+        return [[names[i] for i in row if i >= 0] for row in ids.tolist()], scores
 
     @torch.no_grad()
     def recommend_from_items(
