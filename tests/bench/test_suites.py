@@ -108,3 +108,22 @@ def test_isolated_run_measures_its_own_process():
     assert [r["protocol"] for r in rows] == ["full", "sampled-99"]
     assert rows[0]["peak_rss_scope"].startswith("model")
     assert rows[1]["metrics"]["hr@10"] == pytest.approx(0.4115, abs=1e-4)
+
+
+def test_factor_scorer_scores_are_dot_products_including_the_bias_column():
+    import numpy as np
+    import torch
+
+    from recfunnel.bench.suites import _FactorScorer
+
+    rng = np.random.default_rng(0)
+    uf = rng.normal(size=(5, 4)).astype(np.float32)
+    uf[:, -1] = 1.0  # implicit's layout: users carry a 1 against the items' bias column
+    itf = rng.normal(size=(7, 4)).astype(np.float32)
+    s = _FactorScorer(uf, itf)
+    users = torch.tensor([0, 3])
+    full = s.score_all(users)
+    assert full.shape == (2, 7)
+    assert torch.allclose(full, torch.from_numpy(uf[[0, 3]] @ itf.T), atol=1e-6)
+    items = torch.tensor([[1, 6, 2], [0, 0, 5]])
+    assert torch.allclose(s.score(users, items), torch.gather(full, 1, items), atol=1e-6)

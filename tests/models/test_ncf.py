@@ -138,3 +138,19 @@ def test_neumf_is_not_factorised_but_gmf_is():
     assert isinstance(build_model("gmf", 2, 3), Factorised)
     assert not isinstance(build_model("neumf", 2, 3), Factorised)
     assert not isinstance(build_model("mlp", 2, 3), Factorised)
+
+
+def test_mlp_tower_starts_with_live_relus():
+    """Default Linear bias init swamped the 0.01-std embeddings and killed the ReLUs (MLP then
+    predicted a constant); Glorot weights + zero biases keep most of the last layer alive."""
+    import torch
+
+    from recfunnel.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", 500, 800)
+    users = torch.randint(0, 500, (256,))
+    items = torch.randint(0, 800, (256, 1))
+    hidden = model.hidden(users, items).reshape(-1, model.config.layers[-1])
+    alive = (hidden > 0).any(dim=0).float().mean()
+    assert alive >= 0.75

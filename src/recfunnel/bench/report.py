@@ -46,6 +46,10 @@ def _secs(x: Any) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
+def _threads(n: Any, what: str = "") -> str:
+    return f"{n} {what}thread{'' if n == 1 else 's'}"
+
+
 def _uniq(rows: Sequence[dict], key: str) -> list:
     out: list = []
     for r in rows:
@@ -85,7 +89,7 @@ def _machine_line(rows: Sequence[dict]) -> str:
             f"{m.get('platform', '?')}, {m.get('processor', '?')}, "
             f"{m.get('cpus_usable', m.get('cpu_count', '?'))} CPUs usable "
             f"(of {m.get('cpu_count', '?')}), Python {m.get('python', '?')}, "
-            f"torch {m.get('torch', '?')} ({m.get('torch_threads', '?')} threads)"
+            f"torch {m.get('torch', '?')} ({_threads(m.get('torch_threads', '?'))})"
         )
         if m.get("implicit"):
             s += f", implicit {m['implicit']}"
@@ -156,8 +160,8 @@ def _comparison(rows: Sequence[dict]) -> list[str]:
             f"{_secs(c.get('ours_train_seconds'))} s of epoch time, implicit in "
             f"{_secs(c.get('implicit_train_seconds'))} s: ratio ours/implicit = "
             f"{_f(ratio, 2) if ratio is not None and ratio < 100 else _int(ratio)}x "
-            f"({c.get('ours_threads', '?')} torch threads vs "
-            f"{c.get('implicit_threads', '?')} implicit threads)."
+            f"({_threads(c.get('ours_threads', '?'), 'torch ')} vs "
+            f"{_threads(c.get('implicit_threads', '?'), 'implicit ')})."
         )
         if other is not None:
             key = "hr@10" if "hr@10" in r.get("metrics", {}) else None

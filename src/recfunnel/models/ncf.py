@@ -21,9 +21,14 @@ def _embedding(n: int, d: int, sparse: bool, std: float = 0.01) -> nn.Embedding:
 
 
 def _tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
+    """ReLU tower. Glorot weights and zero biases, as the paper's Keras code: PyTorch's default
+    bias init (+-1/sqrt(fan_in)) swamps the 0.01-std embeddings and leaves most ReLUs dead."""
     mods: list[nn.Module] = []
     for a, b in zip(layers[:-1], layers[1:], strict=True):
-        mods += [nn.Linear(a, b), nn.ReLU()]
+        lin = nn.Linear(a, b)
+        nn.init.xavier_uniform_(lin.weight)
+        nn.init.zeros_(lin.bias)
+        mods += [lin, nn.ReLU()]
         if dropout > 0:
             mods.append(nn.Dropout(dropout))
     return nn.Sequential(*mods)
