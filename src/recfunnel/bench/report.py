@@ -207,7 +207,9 @@ def _suite_section(suite: str, rows: list[dict], command: str) -> list[str]:
     lines = [f"## {suite}", ""]
     if any(r.get("quick") for r in rows):
         lines += ["> Quick run (CI-sized: few epochs); not comparable with full results.", ""]
-    lines.append(f"Command: `{command}`")
+    quick = " --quick" if any(r.get("quick") for r in rows) else ""
+    lines.append(f"Rows measured by: `recfunnel bench {suite}{quick} --json bench/results/{suite}.json`  ")
+    lines.append(f"Rendered by: `{command}`")
     lines.append("")
     for ds in _uniq(rows, "dataset"):
         d = next((r.get("data") for r in rows if r.get("dataset") == ds and r.get("data")), None)
