@@ -43,8 +43,26 @@ def test_every_command_has_help_that_explains_options():
 def test_train_on_own_csv_with_play_counts_and_no_timestamps(tmp_path):
     csv = _plays_csv(tmp_path / "plays.csv")
     out = tmp_path / "art"
-    res = _invoke("train", "--table", csv, "--user-col", "user_id", "--item-col", "artist", "--weight-col", "plays",
-                  "--split", "random_holdout", "-m", "ease", "-o", out, "--no-progress", "--json", tmp_path / "r.json")
+    res = _invoke(
+        "train",
+        "--table",
+        csv,
+        "--user-col",
+        "user_id",
+        "--item-col",
+        "artist",
+        "--weight-col",
+        "plays",
+        "--split",
+        "random_holdout",
+        "-m",
+        "ease",
+        "-o",
+        out,
+        "--no-progress",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert res.exit_code == 0, res.output
     assert (out / "manifest.json").is_file() and (out / "split.npz").is_file()
     results = json.loads((tmp_path / "r.json").read_text())
@@ -65,8 +83,22 @@ def test_train_on_own_csv_with_play_counts_and_no_timestamps(tmp_path):
 
 def test_time_based_split_on_data_without_time_says_so(tmp_path):
     csv = _plays_csv(tmp_path / "plays.csv")
-    res = _invoke("train", "--table", csv, "--user-col", "user_id", "--item-col", "artist",
-                  "--split", "leave_one_out", "-m", "popularity", "-o", tmp_path / "a", "--no-progress")
+    res = _invoke(
+        "train",
+        "--table",
+        csv,
+        "--user-col",
+        "user_id",
+        "--item-col",
+        "artist",
+        "--split",
+        "leave_one_out",
+        "-m",
+        "popularity",
+        "-o",
+        tmp_path / "a",
+        "--no-progress",
+    )
     assert res.exit_code == 2
     assert "no timestamp" in res.output and "random_holdout" in res.output
 
@@ -74,8 +106,10 @@ def test_time_based_split_on_data_without_time_says_so(tmp_path):
 def test_toml_config_with_rating_threshold(tmp_path):
     tsv = tmp_path / "ratings.tsv"
     rng = np.random.default_rng(1)
-    lines = [f"{u}\t{i}\t{int(rng.integers(1, 6))}\t{1000 + 7 * k}"
-             for k, (u, i) in enumerate((u, i) for u in range(30) for i in rng.choice(25, 8, replace=False))]
+    lines = [
+        f"{u}\t{i}\t{int(rng.integers(1, 6))}\t{1000 + 7 * k}"
+        for k, (u, i) in enumerate((u, i) for u in range(30) for i in rng.choice(25, 8, replace=False))
+    ]
     tsv.write_text("\n".join(lines) + "\n")
     cfg = tmp_path / "run.toml"
     cfg.write_text(f"""
@@ -114,8 +148,24 @@ def test_unknown_suite_lists_valid_names():
 
 def test_bad_param_value_is_rejected_with_reason(tmp_path):
     csv = _plays_csv(tmp_path / "plays.csv")
-    res = _invoke("train", "--table", csv, "--user-col", "user_id", "--item-col", "artist",
-                  "--split", "random_holdout", "-m", "ease", "-p", "l2=-1", "-o", tmp_path / "a", "--no-progress")
+    res = _invoke(
+        "train",
+        "--table",
+        csv,
+        "--user-col",
+        "user_id",
+        "--item-col",
+        "artist",
+        "--split",
+        "random_holdout",
+        "-m",
+        "ease",
+        "-p",
+        "l2=-1",
+        "-o",
+        tmp_path / "a",
+        "--no-progress",
+    )
     assert res.exit_code == 2
     assert "l2" in res.output
 
@@ -131,8 +181,24 @@ def test_half_written_artifact_is_refused_with_a_clear_error(tmp_path):
 
 def test_train_resume_continues_from_checkpoint(tmp_path):
     csv = _plays_csv(tmp_path / "plays.csv")
-    common = ["train", "--table", csv, "--user-col", "user_id", "--item-col", "artist", "--split",
-              "random_holdout", "-m", "gmf", "--batch-size", "64", "--no-progress", "-o", tmp_path / "a"]
+    common = [
+        "train",
+        "--table",
+        csv,
+        "--user-col",
+        "user_id",
+        "--item-col",
+        "artist",
+        "--split",
+        "random_holdout",
+        "-m",
+        "gmf",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "-o",
+        tmp_path / "a",
+    ]
     res = _invoke(*common, "--epochs", "2")
     assert res.exit_code == 0, res.output
     log = json.loads((tmp_path / "a.ckpt" / "log.json").read_text())
@@ -144,17 +210,41 @@ def test_train_resume_continues_from_checkpoint(tmp_path):
 
 
 def test_missing_table_file_names_it(tmp_path):
-    res = _invoke("train", "--table", tmp_path / "absent.csv", "--user-col", "u", "--item-col", "i",
-                  "-m", "popularity", "-o", tmp_path / "a", "--no-progress")
+    res = _invoke(
+        "train",
+        "--table",
+        tmp_path / "absent.csv",
+        "--user-col",
+        "u",
+        "--item-col",
+        "i",
+        "-m",
+        "popularity",
+        "-o",
+        tmp_path / "a",
+        "--no-progress",
+    )
     assert res.exit_code == 2
     assert "absent.csv" in res.output
 
 
-@pytest.mark.skipif(not Path(__file__).resolve().parents[2].joinpath("shared/data/ml-100k").is_dir(),
-                    reason="ml-100k not present under ../shared/data")
+@pytest.mark.skipif(
+    not Path(__file__).resolve().parents[2].joinpath("shared/data/ml-100k").is_dir(),
+    reason="ml-100k not present under ../shared/data",
+)
 def test_main_job_prints_results_and_titled_top10_on_movielens(tmp_path):
-    res = _invoke("train", "-m", "ease", "--dataset", "ml-100k", "-o", tmp_path / "a", "--no-progress",
-                  "--show-user", "1")
+    res = _invoke(
+        "train",
+        "-m",
+        "ease",
+        "--dataset",
+        "ml-100k",
+        "-o",
+        tmp_path / "a",
+        "--no-progress",
+        "--show-user",
+        "1",
+    )
     assert res.exit_code == 0, res.output
     assert "sampled-99" in res.output and "full" in res.output
     assert "top-10 for user 1" in res.output and "(19" in res.output  # titles carry a year
@@ -163,8 +253,26 @@ def test_main_job_prints_results_and_titled_top10_on_movielens(tmp_path):
 def test_recommend_through_an_ann_index_matches_exact(tmp_path):
     csv = _plays_csv(tmp_path / "plays.csv")
     out = tmp_path / "mf"
-    res = _invoke("train", "--table", csv, "--user-col", "user_id", "--item-col", "artist", "--split",
-                  "random_holdout", "-m", "mf", "--epochs", "2", "--batch-size", "64", "--no-progress", "-o", out)
+    res = _invoke(
+        "train",
+        "--table",
+        csv,
+        "--user-col",
+        "user_id",
+        "--item-col",
+        "artist",
+        "--split",
+        "random_holdout",
+        "-m",
+        "mf",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "-o",
+        out,
+    )
     assert res.exit_code == 0, res.output
     res = _invoke("index", out, "--backend", "hnsw", "-p", "ef_search=64")
     assert res.exit_code == 0, res.output
@@ -179,7 +287,24 @@ def test_recommend_through_an_ann_index_matches_exact(tmp_path):
 def test_index_of_a_model_without_item_vectors_is_refused(tmp_path):
     csv = _plays_csv(tmp_path / "plays.csv")
     out = tmp_path / "ease"
-    assert _invoke("train", "--table", csv, "--user-col", "user_id", "--item-col", "artist", "--split",
-                   "random_holdout", "-m", "ease", "--no-progress", "-o", out).exit_code == 0
+    assert (
+        _invoke(
+            "train",
+            "--table",
+            csv,
+            "--user-col",
+            "user_id",
+            "--item-col",
+            "artist",
+            "--split",
+            "random_holdout",
+            "-m",
+            "ease",
+            "--no-progress",
+            "-o",
+            out,
+        ).exit_code
+        == 0
+    )
     res = _invoke("index", out)
     assert res.exit_code == 2 and "item vectors" in res.output

@@ -1,0 +1,96 @@
+"""What the CTR rankers share: a base class over a field schema, their capability, and an adapter
+that scores candidate (user, item) pairs for the funnel.
+
+A CTR model is a *field scorer*: ``score_fields(batch) -> logits [B]`` for rows of encoded fields
+(:class:`recfunnel.data.fields.FieldBatch`). It is not a user x item scorer; at request time
+:class:`FieldRanker` builds the field rows of each candidate pair (the user's table values, the
+item's, the request time, the user's history before it) and scores them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from recfunnel.data.dataset import Dataset, Interactions
+from recfunnel.data.fields import FieldBatch, FieldSchema, encode_events
+from recfunnel.models.base import MODELS, Model, ModelConfig
+
+
+@runtime_checkable
+class FieldScorer(Protocol):
+    def score_fields(self, batch: FieldBatch) -> torch.Tensor:
+        """Logits [B] for B rows of fields."""
+        ...
+
+
+class CTRConfig(ModelConfig):
+    """Hyper-parameters every CTR model has."""
+
+    embedding_dim: int = Field(16, ge=1, description="embedding dimension shared by all fields")
+    init_std: float = Field(1e-2, ge=0, description="std of the embedding initialisation")
+    sparse: bool = Field(False, description="sparse gradients for the embedding tables (SparseAdam)")
+
+
+class CTRModel(Model):
+    """Base of the rankers: built from a fitted :class:`FieldSchema`, trained on labelled rows
+    (objective "labelled", :mod:`recfunnel.train.labelled`), scores rows with `score_fields`."""
+
+    Config: ClassVar[type[ModelConfig]] = CTRConfig
+    objective: ClassVar[str] = "labelled"
+
+    def __init__(self, config: CTRConfig, schema: FieldSchema) -> None:
+        # n_users / n_items are the id-field vocabularies (PAD and UNK included), 0 without one
+        sizes = {f.name: f.cardinality for f in schema}
+        super().__init__(config, sizes.get("user_id", 0), sizes.get("item_id", 0))
+        self.schema = schema
+
+    def score_fields(self, batch: FieldBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, batch: FieldBatch) -> torch.Tensor:
+        return self.score_fields(batch)
+
+    def extra_state_for_save(self) -> dict[str, Any]:
+        return {"schema": self.schema.to_json()}
+
+
+def build_ctr(name: str, schema: FieldSchema, config: dict[str, Any] | ModelConfig | None = None) -> CTRModel:
+    """Build a registered CTR family on a fitted schema; the error lists the valid names."""
+    cls = MODELS.get(name)
+    if cls is None or not issubclass(cls, CTRModel):
+        valid = sorted(k for k, v in MODELS.items() if issubclass(v, CTRModel))
+        raise ValueError(f"unknown CTR model {name!r}; valid: {', '.join(valid)}")
+    cfg = config if isinstance(config, ModelConfig) else cls.Config(**(config or {}))
+    return cls(cfg, schema)
+
+
+class FieldRanker:
+    """Scores candidate items for users at request time with a field scorer (a funnel ranker).
+
+    `score(users [B], items [B, C], timestamp)` encodes the B*C (user, item) pairs with the time
+    of the request and each user's history in `log` strictly before it, and returns logits
+    [B, C], so a CTR model answers the same call as the user x item scorers.
+    """
+
+    def __init__(
+        self, model: FieldScorer, schema: FieldSchema, dataset: Dataset, log: Interactions | None = None
+    ) -> None:
+        self.model, self.schema, self.dataset = model, schema, dataset
+        self.log = dataset.interactions if log is None else log
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor, items: torch.Tensor, timestamp: int | None = None) -> torch.Tensor:
+        """users [B], items [B, C] (dataset indices; -1 = unknown) -> logits [B, C]. `timestamp`
+        (unix seconds) defaults to one second after the last logged event."""
+        b, c = items.shape
+        t = int(self.log.timestamp.max()) + 1 if timestamp is None else int(timestamp)
+        u = np.repeat(users.cpu().numpy().astype(np.int64), c)
+        i = items.reshape(-1).cpu().numpy().astype(np.int64)
+        batch = encode_events(self.schema, self.dataset, u, i, np.full(b * c, t, np.int64), self.log)
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+        return self.model.score_fields(batch).reshape(b, c)

@@ -1,0 +1,103 @@
+"""Tests for recfunnel.explain: AutoInt attention between fields and FM's largest pairwise terms."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from recfunnel.data.fields import ctr_parts, encode_events
+from recfunnel.data.readers import load_dataset
+from recfunnel.data.splits import temporal
+from recfunnel.explain import explain_pair, format_explanation
+from recfunnel.models.ctr import build_ctr
+from recfunnel.settings import dataset_dir
+from recfunnel.train.labelled import LabelledBCE
+from recfunnel.train.trainer import TrainConfig, Trainer, seed_everything
+
+
+def _have_ml100k() -> bool:
+    try:
+        dataset_dir("ml-100k")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _have_ml100k(), reason="ml-100k not under the data root")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    full = load_dataset("ml-100k")
+    ints = full.interactions
+    ds = replace(
+        full, interactions=ints.take(np.flatnonzero(ints.timestamp <= np.quantile(ints.timestamp, 0.1)))
+    )
+    schema, parts = ctr_parts(ds, temporal(ds))
+    models = []
+    for family, params in (("autoint", {"embedding_dim": 8, "layers": 2}), ("fm", {"embedding_dim": 8})):
+        seed_everything(0)
+        m = build_ctr(family, schema, params)
+        Trainer(TrainConfig(epochs=1, batch_size=512, lr=3e-3, progress=False)).fit(
+            m, LabelledBCE(parts["train"])
+        )
+        models.append(m)
+    yield ds, schema, models[0], models[1]
+    torch.set_num_threads(before)
+
+
+def test_explanation_holds_attention_rows_summing_to_one_and_the_largest_fm_terms(trained):
+    ds, schema, autoint, fm = trained
+    user, item = ds.users.ids[0], ds.items.ids[49]
+    e = explain_pair(ds, schema, user, item, autoint=autoint, fm=fm, top=5)
+    f = len(schema)
+    assert e.fields == schema.names and e.user == user and e.item == item
+    assert e.attention.shape == (2, autoint.config.heads, f, f)
+    np.testing.assert_allclose(e.attention.sum(-1), 1.0, rtol=1e-5)
+    # the pairs listed per layer are off-diagonal and in decreasing order of the head mean
+    for layer in range(2):
+        pairs = [p for p in e.top_attention if p["layer"] == layer]
+        assert len(pairs) == 5 and all(p["query"] != p["key"] for p in pairs)
+        w = [p["weight"] for p in pairs]
+        assert w == sorted(w, reverse=True)
+        mean = e.attention[layer].mean(0)
+        names = list(schema.names)
+        assert pairs[0]["weight"] == pytest.approx(mean[~np.eye(f, dtype=bool)].max())
+        assert mean[names.index(pairs[0]["query"]), names.index(pairs[0]["key"])] == pytest.approx(w[0])
+    # FM terms: the 5 largest |<v_a, v_b>| of the same row, matching the model's own terms
+    batch = encode_events(schema, ds, np.array([0]), np.array([49]), np.array([e.timestamp]))
+    terms = fm.pairwise_terms(batch)[0].detach().numpy()
+    a, b = np.triu_indices(f, k=1)
+    want = np.sort(np.abs(terms[a, b]))[::-1][:5]
+    np.testing.assert_allclose([abs(t["term"]) for t in e.fm_terms], want, rtol=1e-5)
+    # the probabilities are the models' own
+    with torch.no_grad():
+        assert e.fm_probability == pytest.approx(float(torch.sigmoid(fm.score_fields(batch))[0]))
+        assert e.autoint_probability == pytest.approx(float(torch.sigmoid(autoint.score_fields(batch))[0]))
+
+
+def test_values_are_decoded_and_the_text_shows_both_parts(trained):
+    ds, schema, autoint, fm = trained
+    e = explain_pair(ds, schema, ds.users.ids[0], ds.items.ids[0], autoint=autoint, fm=fm, top=3)
+    assert e.values["user_id"] == ds.users.ids[0]
+    assert e.values["item_id"].startswith(ds.items.ids[0] + " (")  # with its title
+    assert e.values["gender"] in ("F", "M")
+    text = format_explanation(e)
+    assert "AutoInt" in text and "pairwise terms" in text and "rows sum to 1" in text
+    for name in schema.names:
+        assert name in text
+    assert e.to_dict()["attention"][0][0][0] == pytest.approx(e.attention[0, 0, 0].tolist())
+
+
+def test_either_model_alone_and_unknown_ids(trained):
+    ds, schema, autoint, fm = trained
+    only_fm = explain_pair(ds, schema, ds.users.ids[1], ds.items.ids[1], fm=fm)
+    assert only_fm.attention is None and only_fm.fm_terms
+    assert "AutoInt" not in format_explanation(only_fm)
+    with pytest.raises(KeyError, match="unknown user"):
+        explain_pair(ds, schema, "no-such-user", ds.items.ids[0], fm=fm)
