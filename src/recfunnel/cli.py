@@ -426,11 +426,10 @@ def bench(
         _fail(f"unknown suite {suite!r}; valid: {', '.join(sorted(SUITES))}")
     rows = run_suite(suite, quick=quick, data_root=data_root, progress=progress)
     for r in rows:
-        m = r["metrics"]
-        console.print(
-            f"{r['model']:<16} {r['protocol']:<11} hr@10 {m.get('hr@10', float('nan')):.4f} "
-            f"ndcg@10 {m.get('ndcg@10', float('nan')):.4f}  train {r['train_seconds']:.1f}s"
-        )
+        metrics = r.get("metrics") or {}
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in list(metrics.items())[:4] if isinstance(v, (int, float)))
+        seconds = r.get("train_seconds") or r.get("build_seconds") or 0.0
+        console.print(f"{r.get('model', '?'):<18} {r.get('protocol', ''):<11} {shown}  ({seconds:.1f}s)")
     if json_out:
         write_json(rows, json_out)
         console.print(f"rows written to {json_out}")

@@ -17,13 +17,14 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+import recfunnel.train.retrieval_objectives  # noqa: F401  (registers in-batch-softmax, sgns)
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.readers import load_dataset, read_table
 from recfunnel.data.schema import ColumnMapping
 from recfunnel.data.splits import Split, make_split
 from recfunnel.eval.protocols import evaluate
 from recfunnel.eval.result import Result
-from recfunnel.models.base import Model, build_model
+from recfunnel.models.base import Model, build_model, model_class
 from recfunnel.train.objectives import build_objective
 from recfunnel.train.seq_objectives import SEQUENCE_OBJECTIVES  # also registers them in OBJECTIVES
 from recfunnel.train.trainer import TrainConfig, Trainer, TrainReport, seed_everything
@@ -146,6 +147,8 @@ def train_model(
 ) -> tuple[Model, TrainReport | None]:
     """Build and fit one model on the split's train part (early stopping on its valid part)."""
     seed_everything(train_cfg.seed)
+    if init is None and hasattr(model_class(name), "from_dataset"):  # models that read feature tables
+        init = model_class(name).from_dataset(dataset, split, params)
     model = init if init is not None else build_model(name, dataset.n_users, dataset.n_items, params)
     train = split.part(dataset, "train")
     if not model.trainable:

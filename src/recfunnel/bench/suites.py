@@ -541,7 +541,27 @@ def _suite_ncf_ml100k(
     )
 
 
-SUITES: dict[str, Callable[..., list[dict]]] = {"ncf-ml100k": _suite_ncf_ml100k}
+def _lazy(module: str, attr: str) -> Callable[..., list[dict]]:
+    """A suite living in another module, imported only when run (they import this module)."""
+
+    def run(**kwargs):
+        import importlib
+        import inspect
+
+        fn = getattr(importlib.import_module(module), attr)
+        accepted = inspect.signature(fn).parameters
+        return fn(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
+
+    run.__doc__ = f"suite from {module}.{attr}"
+    return run
+
+
+SUITES: dict[str, Callable[..., list[dict]]] = {
+    "ncf-ml100k": _suite_ncf_ml100k,
+    "ctr-ml100k": _lazy("recfunnel.bench.ctr", "run_ctr_suite"),
+    "ann": _lazy("recfunnel.bench.ann", "run_ann_suite"),
+    "retrieval-ml100k": _lazy("recfunnel.bench.retrieval", "run_retrieval_suite"),
+}
 
 
 def run_suite(

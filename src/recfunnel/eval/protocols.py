@@ -7,17 +7,19 @@ dataset. Sampled ranking ranks each held-out item against the split's saved nega
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from recfunnel.data.dataset import Dataset
+from recfunnel.data.sequences import split_histories
 from recfunnel.data.splits import Split
 from recfunnel.eval.metrics import ranking_metrics, ranks_of_relevant
 from recfunnel.eval.result import Result
-from recfunnel.models.base import FullScorer, Scorer
+from recfunnel.models.base import FullScorer, HistoryAware, Scorer
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -38,6 +40,23 @@ def _masks(dataset: Dataset, split: Split, part: str) -> sp.csr_matrix:
     parts = ["train"] if part == "valid" else ["train", "valid"]
     rows = np.concatenate([split.rows(p) for p in parts])
     return dataset.interactions.take(rows).matrix(dataset.n_users, dataset.n_items)
+
+
+@contextmanager
+def _history_for(model: object, dataset: Dataset, split: Split, part: str) -> Iterator[None]:
+    """Sequence models (HistoryAware) read each user's history up to the evaluated part: the train
+    items for valid, train + valid for test (the SASRec protocol; never the item being predicted).
+    A history the model held before is restored afterwards."""
+    if not isinstance(model, HistoryAware):
+        yield
+        return
+    before = model.get_history()
+    model.set_history(*split_histories(dataset, split, ["train"] if part == "valid" else ["train", "valid"]))
+    try:
+        yield
+    finally:
+        if before is not None:
+            model.set_history(*before)
 
 
 @torch.no_grad()
@@ -61,17 +80,18 @@ def evaluate_full(
     mask = _masks(dataset, split, part)
     users = split.eval_users(dataset, part)
     sums: dict[str, float] = {}
-    for start in range(0, len(users), batch_size):
-        ub = users[start : start + batch_size]
-        scores = model.score_all(torch.from_numpy(ub)).float()
-        mcols, _ = _padded_rows(mask, ub)
-        valid = mcols >= 0
-        rr = torch.arange(len(ub)).unsqueeze(1).expand_as(mcols)[valid]
-        scores[rr, mcols[valid]] = float("-inf")
-        rel, n_rel = _padded_rows(target, ub)
-        per_user = ranking_metrics(ranks_of_relevant(scores, rel), n_rel, ks, n_items=scores.shape[1])
-        for k, v in per_user.items():
-            sums[k] = sums.get(k, 0.0) + float(v.sum())
+    with _history_for(model, dataset, split, part):
+        for start in range(0, len(users), batch_size):
+            ub = users[start : start + batch_size]
+            scores = model.score_all(torch.from_numpy(ub)).float()
+            mcols, _ = _padded_rows(mask, ub)
+            valid = mcols >= 0
+            rr = torch.arange(len(ub)).unsqueeze(1).expand_as(mcols)[valid]
+            scores[rr, mcols[valid]] = float("-inf")
+            rel, n_rel = _padded_rows(target, ub)
+            per_user = ranking_metrics(ranks_of_relevant(scores, rel), n_rel, ks, n_items=scores.shape[1])
+            for k, v in per_user.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
     if was_training and hasattr(model, "train"):
         model.train()
     metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
@@ -118,20 +138,24 @@ def evaluate_sampled(
     if hasattr(model, "eval"):
         model.eval()
     sums: dict[str, float] = {}
-    for start in range(0, len(users), batch_size):
-        ub = torch.from_numpy(users[start : start + batch_size])
-        cand = torch.from_numpy(
-            np.concatenate(
-                [items[start : start + batch_size, None], negs[start : start + batch_size]], axis=1
+    with _history_for(model, dataset, split, part):
+        for start in range(0, len(users), batch_size):
+            ub = torch.from_numpy(users[start : start + batch_size])
+            cand = torch.from_numpy(
+                np.concatenate(
+                    [items[start : start + batch_size, None], negs[start : start + batch_size]], axis=1
+                )
             )
-        )
-        scores = model.score(ub, cand).float()
-        rel = torch.zeros(len(ub), 1, dtype=torch.long)
-        per_user = ranking_metrics(
-            ranks_of_relevant(scores, rel), torch.ones(len(ub), dtype=torch.long), ks, n_items=scores.shape[1]
-        )
-        for k, v in per_user.items():
-            sums[k] = sums.get(k, 0.0) + float(v.sum())
+            scores = model.score(ub, cand).float()
+            rel = torch.zeros(len(ub), 1, dtype=torch.long)
+            per_user = ranking_metrics(
+                ranks_of_relevant(scores, rel),
+                torch.ones(len(ub), dtype=torch.long),
+                ks,
+                n_items=scores.shape[1],
+            )
+            for k, v in per_user.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
     if was_training and hasattr(model, "train"):
         model.train()
     metrics = {k: v / max(1, len(users)) for k, v in sums.items()}

@@ -49,6 +49,26 @@ class Factorised(Protocol):
         ...
 
 
+@runtime_checkable
+class HistoryAware(Protocol):
+    """A model whose user vectors are a function of the user's time-ordered history (sequence
+    models, issue 6). The caller sets the history up to the point it scores: evaluation sets the
+    train items for the valid part and train + valid for the test part; the Recommender sets
+    what it treats as seen."""
+
+    def set_history(self, indptr: torch.Tensor, items: torch.Tensor) -> None:
+        """Per-user item indices, oldest first: user u's are items[indptr[u]:indptr[u + 1]]."""
+        ...
+
+    def get_history(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The (indptr, items) set last, or None."""
+        ...
+
+    def encode_items(self, indptr: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """User vectors [B, d] of B ad-hoc item lists in the same layout (request-time histories)."""
+        ...
+
+
 class Model(nn.Module):
     """Base of recfunnel models: holds the config and sizes; gives a default `score_all`.
 

@@ -1,0 +1,449 @@
+"""Benchmark suites of the sequence stage (issue 6): next-item and session-based recommendation.
+
+* ``seq-video``: ``amazon-video-seq`` with the SASRec protocol (Kang & McAuley 2018, sec. IV-B):
+  per user the last item is the test item, the one before the validation item; the model reads the
+  train items (+ the validation item at test time); HR@10 / NDCG@10 against 100 seeded negatives
+  from items the user never interacted with, and full ranking with train and valid items masked.
+  Popularity, Item2Vec (when registered), GRU4Rec, SASRec-BCE, SASRec-CE.
+* ``seq-ml100k``: MovieLens-100K leave-one-out, full ranking (and sampled-99), beside EASE and NeuMF.
+* ``session-diginetica``: the Diginetica session sample (sessions are users), Recall@20 / MRR@20
+  with full ranking; smoke size.
+
+Rows follow the bench row contract of :mod:`recfunnel.bench.suites` (suite, model, dataset,
+protocol, split, seed, metrics, train_seconds, eval_seconds, peak_rss_mb, params, config,
+epochs_run, best_epoch, samples_per_second, pipeline_share, machine, date, quick) plus
+``seconds_per_epoch`` (mean pure training time of an epoch), ``positions_per_second`` (next-item
+targets trained per second; ``samples_per_second`` counts sequences), ``seconds_to_best_epoch``
+(training + validation time until the best validation epoch ended) and ``valid_history``.
+
+Run one suite: ``python -m recfunnel.bench.seq seq-video [--quick] [--out FILE] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as _dt
+import json
+import multiprocessing
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recfunnel.atomic import atomic_write_text
+
+__all__ = ["SEQ_SUITES", "SeqEntry", "run_seq_suite", "write_rows"]
+
+
+@dataclass(frozen=True)
+class SeqEntry:
+    """One model of a suite, fully configured (copied into its rows' `config`)."""
+
+    label: str
+    family: str
+    params: dict[str, Any] = field(default_factory=dict)
+    objective: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "params": {...}}
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    dataset: str
+    eval_negatives: int  # 0: full ranking only
+    ks: tuple[int, ...]
+    protocols: tuple[str, ...]
+    entries: tuple[SeqEntry, ...]
+    quick_users: int | None = None  # quick runs keep the users with the lowest index only
+
+
+# --------------------------------------------------------------------------------------------------
+# line-ups (hyper-parameters: the papers' where they give them; epochs/patience sized for 2 cores)
+
+_ADAM = {"optimizer": "adam", "lr": 1e-3}
+
+
+def _video_entries() -> tuple[SeqEntry, ...]:
+    sasrec = {"hidden": 50, "max_len": 50, "blocks": 2, "heads": 1, "dropout": 0.5}
+    return (
+        SeqEntry("Popularity", "popularity"),
+        SeqEntry("Item2Vec", "item2vec"),
+        SeqEntry(
+            "GRU4Rec",
+            "gru4rec",
+            {"hidden": 100, "max_len": 50, "dropout_hidden": 0.2},
+            {"name": "seq-sampled-ce", "params": {"negatives": 2048}},
+            {**_ADAM, "batch_size": 128, "epochs": 40, "patience": 4},
+        ),
+        SeqEntry(
+            "SASRec-BCE",
+            "sasrec",
+            sasrec,
+            {"name": "seq-bce"},
+            {**_ADAM, "batch_size": 128, "epochs": 120, "patience": 10},
+        ),
+        SeqEntry(
+            "SASRec-CE",
+            "sasrec",
+            sasrec,
+            {"name": "seq-ce"},
+            {**_ADAM, "batch_size": 128, "epochs": 40, "patience": 4},
+        ),
+    )
+
+
+def _ml100k_entries() -> tuple[SeqEntry, ...]:
+    sasrec = {"hidden": 50, "max_len": 200, "blocks": 2, "heads": 1, "dropout": 0.2}
+    seq_train = {**_ADAM, "batch_size": 128, "epochs": 200, "patience": 20}
+    return (
+        SeqEntry("Popularity", "popularity"),
+        SeqEntry("EASE", "ease", {"l2": 250.0}),
+        SeqEntry(
+            "NeuMF",
+            "neumf",
+            {"factors": 8, "layers": (64, 32, 16, 8)},
+            {"name": "bce", "params": {"k": 4}},
+            {**_ADAM, "batch_size": 256, "epochs": 20, "patience": 5},
+        ),
+        SeqEntry(
+            "GRU4Rec",
+            "gru4rec",
+            {"hidden": 100, "max_len": 200, "dropout_hidden": 0.2},
+            {"name": "seq-ce", "params": {"windows": "all"}},
+            seq_train,
+        ),
+        SeqEntry(
+            "SASRec-BCE", "sasrec", sasrec, {"name": "seq-bce", "params": {"windows": "all"}}, seq_train
+        ),
+        SeqEntry("SASRec-CE", "sasrec", sasrec, {"name": "seq-ce", "params": {"windows": "all"}}, seq_train),
+    )
+
+
+def _session_entries() -> tuple[SeqEntry, ...]:
+    train = {**_ADAM, "batch_size": 128, "epochs": 30, "patience": 5}
+    return (
+        SeqEntry("Popularity", "popularity"),
+        SeqEntry("GRU4Rec", "gru4rec", {"hidden": 100, "max_len": 20}, {"name": "seq-ce"}, train),
+        SeqEntry(
+            "SASRec",
+            "sasrec",
+            {"hidden": 50, "max_len": 20, "dropout": 0.5},
+            {"name": "seq-ce"},
+            train,
+        ),
+    )
+
+
+SPECS: dict[str, SuiteSpec] = {
+    "seq-video": SuiteSpec(
+        "seq-video", "amazon-video-seq", 100, (5, 10, 20), ("sampled", "full"), _video_entries(), 4000
+    ),
+    "seq-ml100k": SuiteSpec(
+        "seq-ml100k", "ml-100k", 99, (5, 10, 20), ("full", "sampled"), _ml100k_entries(), None
+    ),
+    "session-diginetica": SuiteSpec(
+        "session-diginetica", "diginetica-sample", 0, (10, 20), ("full",), _session_entries(), None
+    ),
+}
+
+
+def _quick(e: SeqEntry) -> SeqEntry:
+    if not e.train:
+        return e
+    return replace(e, train=dict(e.train, epochs=2, patience=0))
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
+
+
+def _param_count(model: torch.nn.Module) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if n == 0:  # closed-form model: the learned float buffers
+        n = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    return int(n)
+
+
+def _first_users(ds, n: int):
+    """The dataset restricted to users with index < n (all their rows, file order kept)."""
+    from recfunnel.data.dataset import build_dataset
+
+    ints = ds.interactions
+    sub = ints.take(np.flatnonzero(ints.user < n))
+    frame = pl.DataFrame(
+        {
+            "user": np.asarray(ds.users.ids, dtype=object)[sub.user].astype(str),
+            "item": np.asarray(ds.items.ids, dtype=object)[sub.item].astype(str),
+            "timestamp": sub.timestamp,
+        }
+    )
+    return build_dataset(f"{ds.name}-first{n}", frame, notes=ds.notes + (f"quick: first {n} users",))
+
+
+def _data(spec: SuiteSpec, quick: bool, data_root: str | None):
+    from recfunnel.data.readers import load_dataset
+    from recfunnel.data.splits import leave_one_out
+
+    ds = load_dataset(spec.dataset, data_root)
+    if quick and spec.quick_users is not None:
+        ds = _first_users(ds, spec.quick_users)
+    split = leave_one_out(ds)
+    if spec.eval_negatives:
+        split = split.with_negatives(ds, spec.eval_negatives, seed=0)
+    return ds, split
+
+
+@dataclass(frozen=True)
+class _Job:
+    spec: SuiteSpec
+    entry: SeqEntry
+    quick: bool
+    data_root: str | None
+    progress: bool
+    isolated: bool
+    threads: int | None
+
+
+def _run_job(job: _Job) -> list[dict]:
+    before = torch.get_num_threads()
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+    try:
+        return _run_entry(job)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_entry(job: _Job) -> list[dict]:
+    from recfunnel.bench.suites import machine_info
+    from recfunnel.eval.protocols import evaluate
+    from recfunnel.pipeline import ObjectiveSection, train_model
+    from recfunnel.train.trainer import TrainConfig
+
+    spec, e = job.spec, job.entry
+    ds, split = _data(spec, job.quick, job.data_root)
+    train_cfg = TrainConfig(**dict(e.train, progress=job.progress))
+    objective = ObjectiveSection(**e.objective)
+    valid_protocol = "sampled" if spec.eval_negatives else "full"
+    t0 = time.perf_counter()
+    model, report = train_model(e.family, e.params, ds, split, train_cfg, objective, valid_protocol)
+    train_seconds = time.perf_counter() - t0
+    results = []
+    for protocol in spec.protocols:
+        results.append(
+            evaluate(model, ds, split, protocol, "test", spec.ks, name=e.label, seed=train_cfg.seed)
+        )
+    hist = report.history if report is not None else []
+    n_epochs = len(hist)
+    epoch_seconds = sum(h["train_seconds"] for h in hist)
+    best = report.best_epoch if hist else None
+    positions = _positions_per_epoch(model, ds, split, objective) if hist else None
+    extra = {
+        "family": e.family,
+        "config": {
+            "model": {"name": e.family, "params": model.config.model_dump(mode="json")},
+            "objective": objective.model_dump(mode="json"),
+            "train": train_cfg.model_dump(mode="json", exclude={"progress"}),
+            "valid_protocol": valid_protocol if hist else None,
+        },
+        "params": _param_count(model),
+        "train_seconds": train_seconds,
+        "epoch_seconds": epoch_seconds if hist else None,
+        "epochs_run": n_epochs if model.trainable else None,
+        "best_epoch": best,
+        "stopped_early": report.stopped_early if hist else None,
+        "seconds_per_epoch": epoch_seconds / n_epochs if n_epochs else None,
+        "samples_per_second": report.samples_per_second if hist else None,
+        "positions_per_second": positions * n_epochs / epoch_seconds if positions and epoch_seconds else None,
+        "seconds_to_best_epoch": (
+            sum(h["train_seconds"] + h.get("valid_seconds", 0.0) for h in hist[: best + 1]) if hist else None
+        ),
+        "pipeline_share": report.pipeline_share if hist else None,
+        "valid_history": [
+            {
+                "epoch": h["epoch"],
+                "loss": h["loss"],
+                "train_seconds": h["train_seconds"],
+                "valid_seconds": h.get("valid_seconds"),
+                **{f"valid_{k}": v for k, v in h.get("valid", {}).items()},
+            }
+            for h in hist
+        ],
+    }
+    peak, machine = _peak_rss_mb(), machine_info()
+    date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "suite": spec.name,
+                "model": e.label,
+                "dataset": r.dataset,
+                "protocol": r.protocol,
+                "split": r.split,
+                "part": r.part,
+                "seed": r.seed,
+                "metrics": dict(r.metrics),
+                "n_eval_users": r.n_users,
+                "eval_seconds": r.seconds,
+                "peak_rss_mb": peak,
+                "peak_rss_scope": "model (fresh subprocess)" if job.isolated else "process so far",
+                **extra,
+                "data": {
+                    "n_users": ds.n_users,
+                    "n_items": ds.n_items,
+                    "n_interactions": len(ds.interactions),
+                    "n_train": int(len(split.train)),
+                },
+                "quick": job.quick,
+                "machine": machine,
+                "date": date,
+            }
+        )
+    return rows
+
+
+def _positions_per_epoch(model, ds, split, objective) -> int | None:
+    """Next-item targets one epoch of a sequence objective trains on (None for other objectives);
+    rebuilt from the train part, as train_model does not hand its objective back."""
+    from recfunnel.data.sequences import training_windows, user_sequences
+    from recfunnel.train.seq_objectives import SEQUENCE_OBJECTIVES
+
+    if (objective.name or model.objective) not in SEQUENCE_OBJECTIVES:
+        return None
+    indptr, items = user_sequences(split.part(ds, "train"), ds.n_users)
+    max_len = objective.params.get("max_len", model.config.max_len)
+    return training_windows(indptr, items, max_len, objective.params.get("windows", "last")).n_targets
+
+
+def _run_isolated(job: _Job) -> list[dict]:
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(_run_job, job).result()
+
+
+def run_seq_suite(
+    name: str,
+    quick: bool = False,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+    *,
+    models: Sequence[str] | None = None,
+    isolate: bool | None = None,
+    threads: int | None = 1,
+    on_rows: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Run the sequence suite `name` ("seq-video", "seq-ml100k", "session-diginetica"); rows as
+    the module docstring says.
+
+    `quick`: 2 epochs per model (seq-video: on its first 4,000 users), rows marked ``quick``.
+    `models`: only these labels. `isolate`: one spawned subprocess per model (per-model peak RSS;
+    default: True for full runs). `threads`: torch threads while a model runs (default 1: on a
+    shared 2-core machine a second intra-op thread made steps 2-3x slower; None keeps torch's).
+    `on_rows`: called with all rows so far after each model (e.g. to save partial results)."""
+    try:
+        spec = SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown sequence suite {name!r}; valid: {', '.join(SPECS)}") from None
+    from recfunnel.models.base import MODELS, model_class
+
+    model_class("sasrec")  # fills the registry
+    entries = [e for e in spec.entries if e.family in MODELS]  # Item2Vec only where it exists
+    if models is not None:
+        unknown = set(models) - {e.label for e in entries}
+        if unknown:
+            raise ValueError(
+                f"unknown model(s) {sorted(unknown)} in suite {name}; valid: "
+                + ", ".join(e.label for e in entries)
+            )
+        entries = [e for e in entries if e.label in set(models)]
+    if quick:
+        entries = [_quick(e) for e in entries]
+    isolate = (not quick) if isolate is None else isolate
+    root = None if data_root is None else str(data_root)
+    rows: list[dict] = []
+    t_suite = time.perf_counter()
+    for n, e in enumerate(entries, 1):
+        if progress:
+            print(f"[{name}] {n}/{len(entries)} {e.label} ...", flush=True)
+        job = _Job(spec, e, quick, root, progress, isolate, threads)
+        got = _run_isolated(job) if isolate else _run_job(job)
+        rows.extend(got)
+        if progress:
+            parts = [
+                f"{r['protocol']} " + " ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items() if "@10" in k)
+                for r in got
+            ]
+            print(
+                f"[{name}] {e.label}: train {got[0]['train_seconds']:.0f}s, epochs {got[0]['epochs_run']}, "
+                + "; ".join(parts)
+                + f"  (suite {time.perf_counter() - t_suite:.0f}s)",
+                flush=True,
+            )
+        if on_rows is not None:
+            on_rows(rows)
+    return rows
+
+
+def _suite_fn(name: str) -> Callable[..., list[dict]]:
+    def run(quick=False, data_root=None, progress=True, models=None, isolate=None, threads=1) -> list[dict]:
+        return run_seq_suite(
+            name, quick, data_root, progress, models=models, isolate=isolate, threads=threads
+        )
+
+    run.__doc__ = f"The {name} sequence suite (see recfunnel.bench.seq)."
+    return run
+
+
+#: name -> suite function with the signature of :data:`recfunnel.bench.suites.SUITES` entries.
+SEQ_SUITES: dict[str, Callable[..., list[dict]]] = {name: _suite_fn(name) for name in SPECS}
+
+
+def write_rows(rows: list[dict], path: str | Path) -> Path:
+    """The rows as a JSON list, written atomically."""
+    path = Path(path)
+    atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m recfunnel.bench.seq", description=__doc__.split("\n")[0])
+    parser.add_argument("suite", choices=list(SPECS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="JSON rows (rewritten after each model)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--models", nargs="*", default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--no-isolate", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    save = (lambda rows: write_rows(rows, args.out)) if args.out else None
+    rows = run_seq_suite(
+        args.suite,
+        args.quick,
+        args.data_root,
+        not args.no_progress,
+        models=args.models,
+        isolate=False if args.no_isolate else None,
+        threads=args.threads or None,
+        on_rows=save,
+    )
+    if not args.out:
+        print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

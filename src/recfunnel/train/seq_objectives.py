@@ -1,0 +1,235 @@
+"""Objectives of the sequence models: teacher-forcing windows of each user's training sequence and a
+loss on every real position (apart from the models, like :mod:`recfunnel.train.objectives`).
+
+* ``seq-bce``: binary cross-entropy on the next item and one sampled negative per position, the
+  negative uniform over items outside the user's training sequence (Kang & McAuley 2018, eq. 7).
+* ``seq-ce``: softmax cross-entropy over all items at every position (as in later work, e.g.
+  Klenitskiy & Vasilev 2023, "Turning dross into gold loss: is BERT4Rec really better than
+  SASRec?", which found it much stronger than the paper's BCE); GRU4Rec's cross-entropy.
+* ``seq-sampled-ce``: softmax cross-entropy against `negatives` uniform items shared by the batch
+  (SASRec+ / gSASRec style sampled softmax; accidental hits masked).
+* ``seq-bpr-max``: GRU4Rec's BPR-max with shared uniform negatives and score regularisation
+  (Hidasi & Karatzoglou 2018, eq. 7-8).
+
+Every epoch's order and negatives come from ``epoch_rng(seed, epoch)``, drawn by vectorised ops, so
+a resumed run draws what an uninterrupted one would. Batches are cut to their longest real
+sequence; the model's own ``max_len`` crops them further when it is shorter.
+
+Importing this module adds these objectives to :data:`recfunnel.train.objectives.OBJECTIVES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recfunnel.data.dataset import Interactions
+from recfunnel.data.sampling import PositiveSet, sample_negatives
+from recfunnel.data.sequences import training_windows, user_sequences
+from recfunnel.train.objectives import OBJECTIVES, epoch_rng
+
+__all__ = ["SEQUENCE_OBJECTIVES", "SeqBCE", "SeqBPRMax", "SeqCE", "SeqSampledCE", "SequenceObjective"]
+
+
+class SequenceObjective:
+    """Teacher forcing on the windows of each user's time-ordered training sequence.
+
+    Args:
+        train: the training interactions (ordered per user by timestamp, then file order).
+        n_users, n_items: vocabulary sizes.
+        max_len: window length (the pipeline passes the model's).
+        windows: "last" (one window per user: the paper) or "all" (long sequences cut into chunks
+            of `max_len` targets, so every training item is a target once per epoch).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        train: Interactions,
+        n_users: int,
+        n_items: int,
+        max_len: int = 50,
+        windows: Literal["last", "all"] = "last",
+    ) -> None:
+        self.n_users, self.n_items = n_users, n_items
+        indptr, items = user_sequences(train, n_users)
+        self.windows = training_windows(indptr, items, max_len, windows)
+        self.max_len = max_len
+
+    def samples_per_epoch(self) -> int:
+        return len(self.windows)
+
+    @property
+    def positions_per_epoch(self) -> int:
+        """Next-item targets per epoch (the real positions of all windows)."""
+        return self.windows.n_targets
+
+    def batches(self, epoch: int, seed: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        rng = epoch_rng(seed, epoch)
+        w = self.windows
+        perm = torch.from_numpy(rng.permutation(len(w)))
+        extra = self.epoch_draws(rng, batch_size)
+        for b, start in enumerate(range(0, len(w), batch_size)):
+            idx = perm[start : start + batch_size]
+            width = max(1, int(w.lengths[idx].max()))
+            batch = {"inputs": w.inputs[idx, -width:], "targets": w.targets[idx, -width:]}
+            for key, (per_window, value) in extra.items():
+                batch[key] = value[idx, -width:] if per_window else value[b]
+            yield batch
+
+    def epoch_draws(self, rng: np.random.Generator, batch_size: int) -> dict[str, tuple[bool, torch.Tensor]]:
+        """Random draws for the epoch: name -> (indexed like the windows?, tensor)."""
+        return {}
+
+    def states(
+        self, model, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(hidden states [N, d] at the real positions, their targets [N] (shifted), the position mask)."""
+        inputs, targets = batch["inputs"], batch["targets"]
+        if inputs.shape[1] > model.max_len:  # the model reads fewer items than the windows hold
+            inputs, targets = inputs[:, -model.max_len :], targets[:, -model.max_len :]
+        real = targets > 0
+        h = model.encode(inputs)
+        return h[real], targets[real], real
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SeqBCE(SequenceObjective):
+    """-log sigma(r_t) - log(1 - sigma(r_neg)) averaged over real positions (Kang & McAuley eq. 7)."""
+
+    name: ClassVar[str] = "seq-bce"
+
+    def __init__(self, train: Interactions, n_users: int, n_items: int, **kwargs) -> None:
+        super().__init__(train, n_users, n_items, **kwargs)
+        self.positives = PositiveSet(train.user, train.item, n_users, n_items)
+
+    def epoch_draws(self, rng: np.random.Generator, batch_size: int) -> dict[str, tuple[bool, torch.Tensor]]:
+        w = self.windows
+        real = w.targets > 0
+        owners = w.owners.unsqueeze(1).expand_as(w.targets)[real].numpy()
+        negs = torch.zeros_like(w.targets)
+        negs[real] = torch.from_numpy(sample_negatives(owners, 1, self.positives, rng)[:, 0] + 1)
+        return {"negatives": (True, negs)}
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        h, targets, real = self.states(model, batch)
+        negs = batch["negatives"][:, -real.shape[1] :][real]
+        logits = model.logits(h, torch.stack([targets, negs], dim=1))
+        return F.softplus(-logits[:, 0]).mean() + F.softplus(logits[:, 1]).mean()
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    """Mean softmax cross-entropy of h @ W.T + b against `target`, the [N, n_items] logits kept
+    once: backward turns them into the gradient in place (softmax - one-hot) instead of the
+    several full-size temporaries of log_softmax + nll (~15% of a SASRec-CE step on this CPU)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, target):
+        logits = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
+        lse = torch.logsumexp(logits, dim=1)
+        loss = (lse - logits.gather(1, target.unsqueeze(1)).squeeze(1)).mean()
+        ctx.save_for_backward(h, weight, logits, lse, target)
+        ctx.has_bias = bias is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight, logits, lse, target = ctx.saved_tensors
+        n = len(h)
+        scale = grad / n
+        # scale * softmax, computed in the saved logits' memory (backward runs once)
+        g = logits.sub_((lse - torch.log(scale)).unsqueeze(1)).exp_()
+        g[torch.arange(n), target] -= scale
+        return g @ weight, g.T @ h, g.sum(0) if ctx.has_bias else None, None
+
+
+def full_softmax_ce(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor
+) -> torch.Tensor:
+    """``F.cross_entropy(h @ weight.T + bias, target)`` with less memory traffic.
+
+    h [N, d], weight [C, d], bias [C] or None, target int64 [N] in 0..C-1."""
+    if len(h) == 0:
+        return h.sum() * 0.0
+    return _FullSoftmaxCE.apply(h, weight, bias, target)
+
+
+class SeqCE(SequenceObjective):
+    """Softmax cross-entropy of the next item against every item, at every real position."""
+
+    name: ClassVar[str] = "seq-ce"
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        h, targets, _ = self.states(model, batch)
+        bias = model.output_bias()
+        return full_softmax_ce(h, model.output_table()[1:], None if bias is None else bias[1:], targets - 1)
+
+
+class _SharedNegatives(SequenceObjective):
+    """Objectives scoring each position against `negatives` uniform items shared by the batch."""
+
+    def __init__(
+        self, train: Interactions, n_users: int, n_items: int, negatives: int = 256, **kwargs
+    ) -> None:
+        super().__init__(train, n_users, n_items, **kwargs)
+        if negatives < 1:
+            raise ValueError(f"negatives must be >= 1, got {negatives}")
+        self.k = negatives
+
+    def epoch_draws(self, rng: np.random.Generator, batch_size: int) -> dict[str, tuple[bool, torch.Tensor]]:
+        n_batches = -(-len(self.windows) // batch_size)
+        negs = rng.integers(1, self.n_items + 1, size=(n_batches, self.k), dtype=np.int64)
+        return {"negatives": (False, torch.from_numpy(negs))}
+
+    def scores(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive logits [N], negative logits [N, K] with accidental hits at -inf)."""
+        h, targets, _ = self.states(model, batch)
+        negs = batch["negatives"]
+        table, bias = model.output_table(), model.output_bias()
+        pos = model.logits(h, targets.unsqueeze(1))[:, 0]
+        neg = h @ table[negs].T
+        if bias is not None:
+            neg = neg + bias[negs]
+        return pos, neg.masked_fill(negs.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+
+
+class SeqSampledCE(_SharedNegatives):
+    """Softmax cross-entropy of the next item against `negatives` shared uniform items."""
+
+    name: ClassVar[str] = "seq-sampled-ce"
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pos, neg = self.scores(model, batch)
+        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
+
+
+class SeqBPRMax(_SharedNegatives):
+    """BPR-max: -log sum_j s_j sigma(r_t - r_j) + reg * sum_j s_j r_j^2, s = softmax over the
+    negatives' scores (Hidasi & Karatzoglou 2018)."""
+
+    name: ClassVar[str] = "seq-bpr-max"
+
+    def __init__(self, train: Interactions, n_users: int, n_items: int, reg: float = 1.0, **kwargs) -> None:
+        super().__init__(train, n_users, n_items, **kwargs)
+        self.reg = reg
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pos, neg = self.scores(model, batch)
+        s = torch.softmax(neg, dim=1)
+        hit = (s * torch.sigmoid(pos.unsqueeze(1) - neg)).sum(1)
+        penalty = (s * torch.nan_to_num(neg, neginf=0.0).pow(2)).sum(1)
+        return (-torch.log(hit + 1e-24) + self.reg * penalty).mean()
+
+
+SEQUENCE_OBJECTIVES: dict[str, type[SequenceObjective]] = {
+    cls.name: cls for cls in (SeqBCE, SeqCE, SeqSampledCE, SeqBPRMax)
+}
+OBJECTIVES.update(SEQUENCE_OBJECTIVES)

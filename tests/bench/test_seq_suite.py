@@ -1,0 +1,75 @@
+"""Sequence bench suites: names, the row contract on a quick run, per-model filtering."""
+
+import inspect
+import json
+
+import pytest
+
+from recfunnel.bench.seq import SEQ_SUITES, run_seq_suite, write_rows
+from recfunnel.bench.suites import SUITES
+from recfunnel.settings import dataset_dir
+
+CONTRACT = {
+    "suite",
+    "model",
+    "dataset",
+    "protocol",
+    "split",
+    "seed",
+    "metrics",
+    "train_seconds",
+    "eval_seconds",
+    "peak_rss_mb",
+    "params",
+    "config",
+    "epochs_run",
+    "best_epoch",
+    "samples_per_second",
+    "pipeline_share",
+    "machine",
+    "date",
+    "quick",
+    "seconds_per_epoch",
+    "positions_per_second",
+    "seconds_to_best_epoch",
+}
+
+
+def _have(name: str) -> bool:
+    try:
+        dataset_dir(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def test_suite_names_and_signature_match_the_bench_registry():
+    assert set(SEQ_SUITES) == {"seq-video", "seq-ml100k", "session-diginetica"}
+    reference = next(iter(SUITES.values()))
+    want = set(inspect.signature(reference).parameters)
+    for fn in SEQ_SUITES.values():
+        assert want <= set(inspect.signature(fn).parameters)
+
+
+def test_unknown_suite_and_unknown_model_are_named():
+    with pytest.raises(ValueError, match="no-such-suite"):
+        run_seq_suite("no-such-suite", quick=True)
+    with pytest.raises(ValueError, match="NoSuchModel"):
+        run_seq_suite("session-diginetica", quick=True, models=["NoSuchModel"])
+
+
+@pytest.mark.skipif(not _have("diginetica-sample"), reason="diginetica-sample not under the data root")
+def test_quick_session_suite_rows_follow_the_contract(tmp_path):
+    rows = run_seq_suite("session-diginetica", quick=True, progress=False, isolate=False, threads=1)
+    assert {r["model"] for r in rows} == {"Popularity", "GRU4Rec", "SASRec"}
+    for r in rows:
+        assert CONTRACT <= set(r), CONTRACT - set(r)
+        assert r["suite"] == "session-diginetica" and r["protocol"] == "full" and r["quick"] is True
+        assert {"recall@20", "mrr@20"} <= set(r["metrics"])
+        assert all(0.0 <= v <= 1.0 for v in r["metrics"].values())
+    for r in rows:
+        if r["model"] != "Popularity":
+            assert r["epochs_run"] == 2 and r["seconds_per_epoch"] > 0 and r["positions_per_second"] > 0
+            assert r["config"]["objective"]["name"] == "seq-ce"
+    path = write_rows(rows, tmp_path / "rows.json")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(rows))
