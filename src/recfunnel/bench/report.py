@@ -258,5 +258,81 @@ def render_markdown(rows: list[dict], command: str) -> str:
     suites = _uniq(rows, "suite")
     lines: list[str] = []
     for s in suites:
-        lines += _suite_section(s, [r for r in rows if r.get("suite") == s], command)
+        generic = s in GENERIC_METRICS or s.startswith(("seq-", "session-"))
+        section = _generic_section if generic else _suite_section
+        lines += section(s, [r for r in rows if r.get("suite") == s], command)
     return "\n".join(lines).rstrip() + "\n"
+
+
+#: metric columns shown per suite (rows carry more; the JSON has everything)
+GENERIC_METRICS = {
+    "ctr-ml100k": ("auc", "logloss", "gauc"),
+    "ann": ("recall@10", "recall@100", "qps_1t", "qps_2t"),
+    "retrieval-ml100k": ("ndcg@10", "recall@20", "recall@50", "recall@100", "hr@10", "hr@50"),
+}
+DEFAULT_METRICS = ("hr@10", "ndcg@10", "recall@20", "mrr@20")
+
+
+def _num(v: object) -> str:
+    if not isinstance(v, (int, float)):
+        return _DASH
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4f}"
+
+
+def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
+    """One table per protocol: model, the suite's metric columns (mean +- std over seeds where the
+    suite wrote aggregate rows), train seconds, params; every number from the rows."""
+    quick = " --quick" if any(r.get("quick") for r in rows) else ""
+    lines = [f"## {suite}", ""]
+    if quick:
+        lines += ["> Quick run (CI-sized); not comparable with full results.", ""]
+    lines.append(f"Rows measured by: `recfunnel bench {suite}{quick} --json bench/results/{suite}.json`  ")
+    lines.append(f"Rendered by: `{command}`")
+    lines.append("")
+    first = rows[0]
+    m = first.get("machine") or {}
+    lines.append(
+        f"Dataset(s): {', '.join(str(d) for d in _uniq(rows, 'dataset'))}; split: "
+        f"{', '.join(str(x) for x in _uniq(rows, 'split')) or _DASH}  "
+    )
+    lines.append(
+        f"Machine: {m.get('platform', _DASH)}, {m.get('cpus', m.get('cpu_count', _DASH))} CPUs, "
+        f"torch {m.get('torch', _DASH)}; date (UTC): {first.get('date', _DASH)}"
+    )
+    lines.append("")
+    aggregates = [r for r in rows if r.get("aggregate")]
+    shown = aggregates or [r for r in rows if not r.get("aggregate")]
+    if aggregates:
+        seeds = sorted({r.get("seed") for r in rows if not r.get("aggregate")} - {None})
+        lines += [f"Mean +- standard deviation over seeds {seeds}.", ""]
+    for protocol in _uniq(shown, "protocol"):
+        prow = [r for r in shown if r.get("protocol") == protocol]
+        keys = [
+            k
+            for k in GENERIC_METRICS.get(suite, DEFAULT_METRICS)
+            if any(k in (r.get("metrics") or {}) for r in prow)
+        ]
+        if not keys:
+            keys = [k for k, v in (prow[0].get("metrics") or {}).items() if isinstance(v, (int, float))][:6]
+        extra = "params" if suite == "ann" else "train s"
+        lines += [
+            f"### {protocol}",
+            "",
+            "| model | " + " | ".join(keys) + f" | {extra} |",
+            "|---|" + "---:|" * (len(keys) + 1),
+        ]
+        for r in prow:
+            met, std = r.get("metrics") or {}, r.get("metrics_std") or {}
+            cells = [
+                _num(met.get(k)) + (f" +- {std[k]:.4f}" if isinstance(std.get(k), (int, float)) else "")
+                for k in keys
+            ]
+            name = str(r.get("model"))
+            if suite == "ann":
+                last = json.dumps(r.get("params"), sort_keys=True) if r.get("params") else _DASH
+                name = f"{name} ({r.get('dataset')})"
+            else:
+                last = _num(r.get("train_seconds"))
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {last} |")
+        lines.append("")
+    return lines
