@@ -541,14 +541,17 @@ def _suite_ncf_ml100k(
     )
 
 
-def _lazy(module: str, attr: str) -> Callable[..., list[dict]]:
-    """A suite living in another module, imported only when run (they import this module)."""
+def _lazy(module: str, attr: str, key: str | None = None) -> Callable[..., list[dict]]:
+    """A suite living in another module, imported only when run (they import this module);
+    `key`: the suite is `attr[key]` (a dict of suites in that module)."""
 
     def run(**kwargs):
         import importlib
         import inspect
 
         fn = getattr(importlib.import_module(module), attr)
+        if key is not None:
+            fn = fn[key]
         accepted = inspect.signature(fn).parameters
         return fn(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
 
@@ -561,6 +564,10 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "ctr-ml100k": _lazy("recfunnel.bench.ctr", "run_ctr_suite"),
     "ann": _lazy("recfunnel.bench.ann", "run_ann_suite"),
     "retrieval-ml100k": _lazy("recfunnel.bench.retrieval", "run_retrieval_suite"),
+    **{
+        n: _lazy("recfunnel.bench.seq", "SEQ_SUITES", n)
+        for n in ("seq-video", "seq-ml100k", "session-diginetica")
+    },
 }
 
 
