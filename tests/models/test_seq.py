@@ -259,6 +259,45 @@ def test_objective_batches_repeat_per_seed_and_epoch_and_losses_are_finite(tiny_
     loss.backward()
 
 
+def test_bucketed_batches_hold_every_window_once_and_are_narrower(tiny_seq):
+    ds, split = tiny_seq
+    train = split.part(ds, "train")
+    # uneven lengths: drop a varying number of each user's rows
+    keep = np.flatnonzero(np.arange(len(train)) % 7 != 0)
+    train = train.take(keep)
+    plain = build_objective("seq-bce", train, ds.n_users, ds.n_items, max_len=10)
+    bucket = build_objective("seq-bce", train, ds.n_users, ds.n_items, max_len=10, bucket=True)
+    a, b = list(plain.batches(0, 0, 2)), list(bucket.batches(0, 0, 2))
+
+    def rows(batches):  # (last input, last target, length) of every window in the epoch
+        return sorted(
+            (int(x["inputs"][i, -1]), int(x["targets"][i, -1]), int((x["targets"][i] > 0).sum()))
+            for x in batches
+            for i in range(len(x["inputs"]))
+        )
+
+    assert len(a) == len(b) and rows(a) == rows(b) and len(rows(a)) == plain.samples_per_epoch()
+    assert sum(x["inputs"].shape[1] for x in b) <= sum(x["inputs"].shape[1] for x in a)
+    again = list(bucket.batches(0, 0, 2))
+    assert all(torch.equal(x["inputs"], y["inputs"]) for x, y in zip(b, again, strict=True))
+    # a position weighs the same in every batch: the sum over the mean positions per batch
+    per_position = torch.ones(5)
+    assert float(bucket.reduce(per_position)) == pytest.approx(5 / (bucket.positions_per_epoch / len(b)))
+    assert float(plain.reduce(per_position)) == 1.0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scoring_in_length_chunks_gives_the_same_vectors(family):
+    model = _model(family)
+    rng = np.random.default_rng(0)
+    indptr, items = from_lists([rng.integers(0, 30, int(n)).tolist() for n in rng.integers(0, 12, 40)])
+    with torch.no_grad():
+        whole = model.encode_items(indptr, items)
+        model.SCORE_CHUNK = 7
+        chunked = model.encode_items(indptr, items)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
 def test_bce_negatives_are_never_a_training_item_of_the_user(tiny_seq):
     ds, split = tiny_seq
     train = split.part(ds, "train")

@@ -87,8 +87,9 @@ def _video_entries() -> tuple[SeqEntry, ...]:
             "SASRec-BCE",
             "sasrec",
             sasrec,
-            {"name": "seq-bce"},
-            {**_ADAM, "batch_size": 128, "epochs": 120, "patience": 10},
+            # length-bucketed batches: ~3x faster epochs, the same validation curve per epoch
+            {"name": "seq-bce", "params": {"bucket": True}},
+            {**_ADAM, "batch_size": 128, "epochs": 200, "patience": 15},
         ),
         SeqEntry(
             "SASRec-CE",
@@ -103,6 +104,8 @@ def _video_entries() -> tuple[SeqEntry, ...]:
 def _ml100k_entries() -> tuple[SeqEntry, ...]:
     sasrec = {"hidden": 50, "max_len": 200, "blocks": 2, "heads": 1, "dropout": 0.2}
     seq_train = {**_ADAM, "batch_size": 128, "epochs": 200, "patience": 20}
+    # every training item a target once per epoch (histories run to 700+ items), length-bucketed
+    windows = {"windows": "all", "bucket": True}
     return (
         SeqEntry("Popularity", "popularity"),
         SeqEntry("EASE", "ease", {"l2": 250.0}),
@@ -117,13 +120,11 @@ def _ml100k_entries() -> tuple[SeqEntry, ...]:
             "GRU4Rec",
             "gru4rec",
             {"hidden": 100, "max_len": 200, "dropout_hidden": 0.2},
-            {"name": "seq-ce", "params": {"windows": "all"}},
+            {"name": "seq-ce", "params": windows},
             seq_train,
         ),
-        SeqEntry(
-            "SASRec-BCE", "sasrec", sasrec, {"name": "seq-bce", "params": {"windows": "all"}}, seq_train
-        ),
-        SeqEntry("SASRec-CE", "sasrec", sasrec, {"name": "seq-ce", "params": {"windows": "all"}}, seq_train),
+        SeqEntry("SASRec-BCE", "sasrec", sasrec, {"name": "seq-bce", "params": windows}, seq_train),
+        SeqEntry("SASRec-CE", "sasrec", sasrec, {"name": "seq-ce", "params": windows}, seq_train),
     )
 
 

@@ -44,6 +44,9 @@ class SequenceObjective:
         max_len: window length (the pipeline passes the model's).
         windows: "last" (one window per user: the paper) or "all" (long sequences cut into chunks
             of `max_len` targets, so every training item is a target once per epoch).
+        bucket: batch windows of similar length together (sorted within random chunks of 50
+            batches, batch order shuffled), so a batch's width, cut to its longest window, is
+            close to its windows' lengths; off: uniformly random batches (the paper).
     """
 
     name: ClassVar[str] = ""
@@ -55,8 +58,11 @@ class SequenceObjective:
         n_items: int,
         max_len: int = 50,
         windows: Literal["last", "all"] = "last",
+        bucket: bool = False,
     ) -> None:
         self.n_users, self.n_items = n_users, n_items
+        self.bucket = bucket
+        self._per_batch = 1.0  # mean real positions per batch, set by batches()
         indptr, items = user_sequences(train, n_users)
         self.windows = training_windows(indptr, items, max_len, windows)
         self.max_len = max_len
@@ -72,9 +78,16 @@ class SequenceObjective:
     def batches(self, epoch: int, seed: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = epoch_rng(seed, epoch)
         w = self.windows
-        perm = torch.from_numpy(rng.permutation(len(w)))
+        perm = rng.permutation(len(w))
+        starts = np.arange(0, len(w), batch_size)
+        if self.bucket:
+            chunk = np.arange(len(w)) // (50 * batch_size)
+            perm = perm[np.lexsort((w.lengths.numpy()[perm], chunk))]  # by length within chunks
+            starts = starts[rng.permutation(len(starts))]
+        perm = torch.from_numpy(perm)
+        self._per_batch = max(1.0, w.n_targets / max(1, len(starts)))
         extra = self.epoch_draws(rng, batch_size)
-        for b, start in enumerate(range(0, len(w), batch_size)):
+        for b, start in enumerate(starts.tolist()):
             idx = perm[start : start + batch_size]
             width = max(1, int(w.lengths[idx].max()))
             batch = {"inputs": w.inputs[idx, -width:], "targets": w.targets[idx, -width:]}
@@ -96,6 +109,14 @@ class SequenceObjective:
         real = targets > 0
         h = model.encode(inputs)
         return h[real], targets[real], real
+
+    def reduce(self, per_position: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch's positions; with `bucket`, the sum over the mean number of
+        positions per batch, so a position weighs the same in a batch of short windows as in
+        one of long windows (as it does, on average, in random batches)."""
+        if self.bucket:
+            return per_position.sum() / self._per_batch
+        return per_position.mean()
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -122,7 +143,7 @@ class SeqBCE(SequenceObjective):
         h, targets, real = self.states(model, batch)
         negs = batch["negatives"][:, -real.shape[1] :][real]
         logits = model.logits(h, torch.stack([targets, negs], dim=1))
-        return F.softplus(-logits[:, 0]).mean() + F.softplus(logits[:, 1]).mean()
+        return self.reduce(F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1]))
 
 
 class _FullSoftmaxCE(torch.autograd.Function):
@@ -169,7 +190,8 @@ class SeqCE(SequenceObjective):
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         h, targets, _ = self.states(model, batch)
         bias = model.output_bias()
-        return full_softmax_ce(h, model.output_table()[1:], None if bias is None else bias[1:], targets - 1)
+        mean = full_softmax_ce(h, model.output_table()[1:], None if bias is None else bias[1:], targets - 1)
+        return mean * (len(h) / self._per_batch) if self.bucket else mean
 
 
 class _SharedNegatives(SequenceObjective):
@@ -208,7 +230,7 @@ class SeqSampledCE(_SharedNegatives):
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pos, neg = self.scores(model, batch)
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
-        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
+        return self.reduce(F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long), reduction="none"))
 
 
 class SeqBPRMax(_SharedNegatives):
@@ -226,7 +248,7 @@ class SeqBPRMax(_SharedNegatives):
         s = torch.softmax(neg, dim=1)
         hit = (s * torch.sigmoid(pos.unsqueeze(1) - neg)).sum(1)
         penalty = (s * torch.nan_to_num(neg, neginf=0.0).pow(2)).sum(1)
-        return (-torch.log(hit + 1e-24) + self.reg * penalty).mean()
+        return self.reduce(-torch.log(hit + 1e-24) + self.reg * penalty)
 
 
 SEQUENCE_OBJECTIVES: dict[str, type[SequenceObjective]] = {

@@ -78,8 +78,27 @@ class SequenceModel(Model):
     def encode_items(self, indptr: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """User vectors [B, d] of ad-hoc item lists (CSR-like, item indices, oldest first); only
         the last `max_len` items of each list count."""
-        rows = torch.arange(len(indptr) - 1)
-        return self.encode(left_padded(indptr, items, rows, self.max_len))[:, -1]
+        return self._encode_last(indptr, items, torch.arange(len(indptr) - 1))
+
+    #: rows encoded together when scoring; rows are grouped by history length first
+    SCORE_CHUNK: ClassVar[int] = 256
+
+    def _encode_last(self, indptr: torch.Tensor, items: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The encoder's output at the newest position of each selected sequence -> [B, d].
+
+        Large batches are encoded in chunks of similar history length, each cut to its own
+        longest sequence (padding never changes an output), so scoring many users with mostly
+        short histories does not pay for the longest one."""
+        if len(rows) <= self.SCORE_CHUNK:
+            return self.encode(left_padded(indptr, items, rows, self.max_len))[:, -1]
+        lengths = (indptr[rows + 1] - indptr[rows]).clamp(max=self.max_len)
+        out = None
+        for part in torch.argsort(lengths, stable=True).split(self.SCORE_CHUNK):
+            h = self.encode(left_padded(indptr, items, rows[part], self.max_len))[:, -1]
+            if out is None:
+                out = h.new_empty(len(rows), h.shape[1])
+            out[part] = h
+        return out
 
     # ---- Factorised -------------------------------------------------------------------------
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
@@ -90,7 +109,7 @@ class SequenceModel(Model):
                 "(evaluation and the Recommender set them), or use encode_items for ad-hoc lists"
             )
         indptr, items = self._history
-        return self.encode(left_padded(indptr, items, users, self.max_len))[:, -1]
+        return self._encode_last(indptr, items, users)
 
     def item_vectors(self) -> torch.Tensor:
         return self.output_table()[1:]
