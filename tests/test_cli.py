@@ -310,8 +310,10 @@ def test_index_of_a_model_without_item_vectors_is_refused(tmp_path):
     assert res.exit_code == 2 and "item vectors" in res.output
 
 
-@pytest.mark.skipif(not Path(__file__).resolve().parents[2].joinpath("shared/data/ml-100k").is_dir(),
-                    reason="ml-100k not present under ../shared/data")
+@pytest.mark.skipif(
+    not Path(__file__).resolve().parents[2].joinpath("shared/data/ml-100k").is_dir(),
+    reason="ml-100k not present under ../shared/data",
+)
 def test_explain_rejects_an_unknown_user_before_training():
     res = _invoke("explain", "-u", "no-such-user", "-i", "50")
     assert res.exit_code == 2 and "no-such-user" in res.output

@@ -96,3 +96,17 @@ def test_synthetic_set_is_seeded():
 def test_unknown_backend_lists_valid_ones():
     with pytest.raises(ValueError, match="valid: exact, hnsw, ivf, ivfpq"):
         run_ann_suite(quick=True, progress=False, models=["annoy"], vectors={})
+
+
+def test_a_subset_of_sets_keeps_the_other_sets_rows_in_out(tmp_path):
+    out = tmp_path / "ann.json"
+    old = [{"dataset": "ml-100k MF-BPR", "backend": "exact"}, {"dataset": "synthetic-2k-64d", "stale": 1}]
+    out.write_text(json.dumps(old))
+    rows = run_ann_suite(
+        quick=True, progress=False, models=["hnsw"], synthetic_size=2000, out=out, sets=["synthetic"]
+    )
+    saved = json.loads(out.read_text())
+    assert saved[0] == old[0] and not any(r.get("stale") for r in saved)
+    assert saved[1:] == json.loads(json.dumps(rows)) and {r["dataset"] for r in rows} == {"synthetic-2k-64d"}
+    with pytest.raises(ValueError, match="valid: synthetic, mf, two-tower"):
+        run_ann_suite(quick=True, progress=False, vectors={}, sets=["glove"])

@@ -1,7 +1,8 @@
 """The ``ann`` suite: each index backend against exact search, on synthetic and on model vectors.
 
 For every vector set (1M synthetic clustered 64-d vectors; trained model item vectors, by default
-MF-BPR on MovieLens-100K) and every backend, one row per value of its search parameter (HNSW
+MF-BPR and the logQ two-tower of ``retrieval-ml100k`` on MovieLens-100K) and every backend, one row
+per value of its search parameter (HNSW
 ``ef_search``, IVF ``nprobe``)::
 
     {suite: "ann", model: <backend>, backend, dataset, params, search_param, default,
@@ -26,12 +27,15 @@ Measurement rules:
 * ``index_mb``: bytes of the search structure (vectors / graph / codes; faiss.serialize_index size),
   the int64 id mapping (8 bytes per item, the same for every backend) excluded.
 
-Run: ``python -m recfunnel.bench.ann [--quick] [--out bench/results/ann.json]``.
+Run: ``python -m recfunnel.bench.ann [--quick] [--sets synthetic mf two-tower] [--out FILE]``
+(full runs default to bench/results/ann.json);
+with ``--sets`` naming fewer than all sets, rows of the other sets already in ``--out`` are kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -46,7 +50,15 @@ import torch
 
 from recfunnel.index import INDEXES, ExactIndex, Index, model_item_vectors, recall_at_k
 
-__all__ = ["SWEEPS", "BUILD_PARAMS", "VectorSet", "synthetic_clusters", "mf_vectors", "run_ann_suite"]
+__all__ = [
+    "SWEEPS",
+    "BUILD_PARAMS",
+    "VectorSet",
+    "synthetic_clusters",
+    "mf_vectors",
+    "two_tower_vectors",
+    "run_ann_suite",
+]
 
 #: backend -> (search parameter, values swept)
 SWEEPS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -149,6 +161,51 @@ def mf_vectors(data_root: Any = None, quick: bool = False, progress: bool = Fals
         normalize=normalize,
         note=f"MF-BPR factors 64, {epochs} epochs; the model's score <u,v>+b (bias column, not normalised)",
     )
+
+
+def two_tower_vectors(data_root: Any = None, quick: bool = False, progress: bool = False) -> VectorSet | None:
+    """The ``TwoTower-logQ`` model of the retrieval-ml100k suite (same config, ml-100k leave-one-out,
+    early stopping on the valid part): its unit-norm item vectors, every user's vector as a query
+    (cosine, as the model scores). None when ml-100k is absent."""
+    from recfunnel.bench.retrieval import ENTRIES, _data, _register
+    from recfunnel.models.towers import TwoTower
+    from recfunnel.pipeline import ObjectiveSection, train_model
+    from recfunnel.settings import dataset_dir
+    from recfunnel.train.trainer import TrainConfig, seed_everything
+
+    try:
+        dataset_dir("ml-100k", data_root)
+    except FileNotFoundError:
+        return None
+    _register()
+    ds, split = _data(data_root)
+    family, params, objective, train = ENTRIES["TwoTower-logQ"]
+    if quick:
+        train = dict(train, epochs=1, patience=0)
+    cfg = TrainConfig(**dict(train, progress=progress))
+    seed_everything(cfg.seed)
+    init = TwoTower.from_dataset(ds, split, params)
+    model, report = train_model(
+        family, params, ds, split, cfg, ObjectiveSection(**objective), "full", init=init
+    )
+    model.eval()
+    items, bias, normalize = model_item_vectors(model, "model")
+    with torch.no_grad():
+        users = model.user_vectors(torch.arange(ds.n_users)).float().numpy()
+    epochs = len(report.history) if report is not None else 0
+    return VectorSet(
+        name="ml-100k TwoTower-logQ",
+        items=items,
+        queries=users,
+        bias=bias,
+        normalize=normalize,
+        note=f"retrieval-ml100k TwoTower-logQ ({epochs} epochs, best valid epoch kept); unit norm, cosine",
+    )
+
+
+#: model vector sets by --sets name (the synthetic set is built in run_ann_suite)
+MODEL_SETS: dict[str, Callable[..., VectorSet | None]] = {"mf": mf_vectors, "two-tower": two_tower_vectors}
+SET_NAMES = ("synthetic", *MODEL_SETS)
 
 
 def _as_vector_set(name: str, value: Any) -> VectorSet:
@@ -296,6 +353,7 @@ def run_ann_suite(
     synthetic_size: int | None = None,
     repeats: int | None = None,
     out: str | os.PathLike[str] | None = None,
+    sets: Sequence[str] | None = None,
 ) -> list[dict]:
     """Run the ``ann`` suite and return its rows (see the module docstring).
 
@@ -304,7 +362,10 @@ def run_ann_suite(
             training (model vectors only when `vectors` is given).
         data_root: where ml-100k is found (for the default model vectors).
         vectors: model vector sets by name (a VectorSet, or an (item vectors, query vectors) pair,
-            indexed as cosine); None: MF-BPR on ml-100k when present (full runs); {}: synthetic only.
+            indexed as cosine); None: the `sets` (full runs); {}: synthetic only.
+        sets: which of ``SET_NAMES`` to run when `vectors` is None (default all; quick runs train no
+            model); with fewer than all and `out` an existing file, that file's rows of the other
+            sets are kept.
         models: backends to run (exact always runs: it is the reference); default all.
         isolate: accepted for the suite signature; the suite runs in this process.
         synthetic_size: override the synthetic set's size (1,000,000; quick 50,000).
@@ -330,16 +391,24 @@ def run_ann_suite(
         "load_average_start": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    sets: list[Callable[[], VectorSet | None]] = [
-        lambda: synthetic_clusters(n, n_queries=200 if quick else 1000)
-    ]
+    wanted = list(SET_NAMES if sets is None else sets)
+    bad = set(wanted) - set(SET_NAMES)
+    if bad:
+        raise ValueError(f"unknown vector set(s) {sorted(bad)}; valid: {', '.join(SET_NAMES)}")
+    makers: list[Callable[[], VectorSet | None]] = []
+    if "synthetic" in wanted:
+        makers.append(lambda: synthetic_clusters(n, n_queries=200 if quick else 1000))
     if vectors is None and not quick:
-        sets.append(lambda: mf_vectors(data_root))
+        makers += [
+            lambda f=MODEL_SETS[name]: f(data_root, progress=progress)
+            for name in wanted
+            if name in MODEL_SETS
+        ]
     elif vectors is not None:
-        sets += [lambda name=name, v=v: _as_vector_set(name, v) for name, v in vectors.items()]
+        makers += [lambda name=name, v=v: _as_vector_set(name, v) for name, v in vectors.items()]
     rows: list[dict] = []
     t0 = time.perf_counter()
-    for make_set in sets:
+    for make_set in makers:
         vs = make_set()
         if vs is None:
             _log(progress, "ml-100k not found: model vectors skipped")
@@ -349,7 +418,11 @@ def run_ann_suite(
         r["suite_seconds"] = time.perf_counter() - t0
         r["load_average_end"] = os.getloadavg()[0]
     if out is not None:
-        write_json(rows, out)
+        kept: list[dict] = []
+        if sets is not None and set(wanted) != set(SET_NAMES) and Path(out).is_file():
+            ours = {r["dataset"] for r in rows}
+            kept = [r for r in json.loads(Path(out).read_text("utf-8")) if r.get("dataset") not in ours]
+        write_json(kept + rows, out)
     return rows
 
 
@@ -362,10 +435,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--backends", nargs="*", default=None, help=f"subset of {list(INDEXES)}")
     parser.add_argument("--size", type=int, default=None, help="synthetic set size")
+    parser.add_argument(
+        "--sets", nargs="*", default=None, choices=SET_NAMES, help="vector sets to run (default all)"
+    )
     args = parser.parse_args(argv)
     out = args.out or (None if args.quick else DEFAULT_REPO_OUT)
     rows = run_ann_suite(
-        args.quick, args.data_root, True, models=args.backends, synthetic_size=args.size, out=out
+        args.quick,
+        args.data_root,
+        True,
+        models=args.backends,
+        synthetic_size=args.size,
+        out=out,
+        sets=args.sets,
     )
     if out:
         print(f"{len(rows)} rows written to {out}", file=sys.stderr)
