@@ -31,6 +31,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -455,12 +456,24 @@ def run_retrieval_suite(
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=None)
-    p.add_argument("--models", nargs="*", default=None)
+    p.add_argument(
+        "--out", default=None, help="JSON rows; with --models, rows of other models there are kept"
+    )
+    p.add_argument("--models", nargs="*", default=None, help=f"subset of {[*ENTRIES, 'cold-start']}")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     rows = run_retrieval_suite(a.quick, models=a.models, threads=a.threads)
     if a.out:
+        if a.models is not None and Path(a.out).is_file():
+            rerun = set(a.models)
+            old = json.loads(Path(a.out).read_text("utf-8"))
+            rows = [
+                r
+                for r in old
+                if not (
+                    r["model"] in rerun or ("cold-start" in rerun and r["protocol"].startswith("cold-start"))
+                )
+            ] + rows
         atomic_write_text(a.out, json.dumps(rows, indent=1) + "\n")
         print(f"wrote {len(rows)} rows to {a.out}", file=sys.stderr)
 
