@@ -149,18 +149,18 @@ def mf_vectors(data_root: Any = None, quick: bool = False, progress: bool = Fals
     model, _ = train_model(
         "mf", {"factors": 64}, ds, split, train, ObjectiveSection(name="bpr", params={"reg": 1e-3})
     )
+    note = f"MF-BPR factors 64, {epochs} epochs; the model's score <u,v>+b (bias column, not normalised)"
+    return _model_set("ml-100k MF-BPR", model, ds.n_users, note)
+
+
+def _model_set(name: str, model: Any, n_users: int, note: str) -> VectorSet:
+    """A trained factorised model's item vectors (+ bias) as the index holds them for the model's
+    own score, and every user's vector as a query."""
     model.eval()
     items, bias, normalize = model_item_vectors(model, "model")
     with torch.no_grad():
-        users = model.user_vectors(torch.arange(ds.n_users)).float().numpy()
-    return VectorSet(
-        name="ml-100k MF-BPR",
-        items=items,
-        queries=users,
-        bias=bias,
-        normalize=normalize,
-        note=f"MF-BPR factors 64, {epochs} epochs; the model's score <u,v>+b (bias column, not normalised)",
-    )
+        users = model.user_vectors(torch.arange(n_users)).float().numpy()
+    return VectorSet(name=name, items=items, queries=users, bias=bias, normalize=normalize, note=note)
 
 
 def two_tower_vectors(data_root: Any = None, quick: bool = False, progress: bool = False) -> VectorSet | None:
@@ -188,19 +188,9 @@ def two_tower_vectors(data_root: Any = None, quick: bool = False, progress: bool
     model, report = train_model(
         family, params, ds, split, cfg, ObjectiveSection(**objective), "full", init=init
     )
-    model.eval()
-    items, bias, normalize = model_item_vectors(model, "model")
-    with torch.no_grad():
-        users = model.user_vectors(torch.arange(ds.n_users)).float().numpy()
     epochs = len(report.history) if report is not None else 0
-    return VectorSet(
-        name="ml-100k TwoTower-logQ",
-        items=items,
-        queries=users,
-        bias=bias,
-        normalize=normalize,
-        note=f"retrieval-ml100k TwoTower-logQ ({epochs} epochs, best valid epoch kept); unit norm, cosine",
-    )
+    note = f"retrieval-ml100k TwoTower-logQ ({epochs} epochs, best valid epoch kept); unit norm, cosine"
+    return _model_set("ml-100k TwoTower-logQ", model, ds.n_users, note)
 
 
 #: model vector sets by --sets name (the synthetic set is built in run_ann_suite)
