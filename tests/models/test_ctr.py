@@ -183,3 +183,11 @@ def test_lightgbm_baseline_learns_and_is_deterministic(ctr_slice):
     torch.testing.assert_close(a.score_fields(te.fields), b.score_fields(te.fields))
     assert evaluate_ctr(a, te).metrics["auc"] > 0.62
     assert a.n_params() > 0 and a.to_text().startswith("tree")
+
+
+@pytest.mark.parametrize("family", ["fm", "deepfm", "dlrm"])
+def test_build_model_refuses_ctr_families_with_the_way_to_build_them(family):
+    from recfunnel.models.base import build_model
+
+    with pytest.raises(ValueError, match="CTR ranker over a field schema.*build_ctr"):
+        build_model(family, 10, 20)

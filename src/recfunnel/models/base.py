@@ -80,6 +80,9 @@ class Model(nn.Module):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     trainable: ClassVar[bool] = True
     objective: ClassVar[str] = "bce"
+    #: "user-item": built from (n_users, n_items) by build_model; "fields": a CTR ranker built on
+    #: a fitted field schema (recfunnel.models.ctr.build_ctr)
+    inputs: ClassVar[str] = "user-item"
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -137,5 +140,11 @@ def build_model(
     name: str, n_users: int, n_items: int, config: dict[str, Any] | ModelConfig | None = None
 ) -> Model:
     cls = model_class(name)
+    if cls.inputs == "fields":
+        raise ValueError(
+            f"{name!r} is a CTR ranker over a field schema, not a user x item model: build it with "
+            "recfunnel.models.ctr.build_ctr(name, schema, config) and train it on labelled rows "
+            "(see `recfunnel bench ctr-ml100k` and `recfunnel explain`)"
+        )
     cfg = config if isinstance(config, ModelConfig) else cls.Config(**(config or {}))
     return cls(cfg, n_users, n_items)

@@ -41,6 +41,7 @@ class CTRModel(Model):
 
     Config: ClassVar[type[ModelConfig]] = CTRConfig
     objective: ClassVar[str] = "labelled"
+    inputs: ClassVar[str] = "fields"
 
     def __init__(self, config: CTRConfig, schema: FieldSchema) -> None:
         # n_users / n_items are the id-field vocabularies (PAD and UNK included), 0 without one
