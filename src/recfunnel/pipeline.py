@@ -161,7 +161,9 @@ def train_model(
     obj = build_objective(obj_name, train, dataset.n_users, dataset.n_items, **obj_params)
     validate = None
     if len(split.valid):
-        protocol = valid_protocol if split.negatives.get("valid") is not None else "full"
+        protocol = valid_protocol
+        if protocol.startswith("sampled") and split.negatives.get("valid") is None:
+            protocol = "full"  # no fixed negatives to sample against
 
         def validate(m: torch.nn.Module) -> dict[str, float]:
             return evaluate(m, dataset, split, protocol, "valid", ks=(10,)).metrics

@@ -155,3 +155,44 @@ def test_summary_reports_sizes_and_density(rated):
     assert (s["users"], s["items"], s["interactions"]) == (3, 2, 6)
     assert s["density"] == pytest.approx(6 / 6)
     assert s["has_time"] and s["has_rating"]
+
+
+def test_subset_reindexes_compactly_keeps_numeric_order_columns_and_feature_rows():
+    frame = pl.DataFrame(
+        {
+            "user": [10, 2, 1, 2, 10, 3],
+            "item": [100, 9, 9, 100, 11, 11],
+            "timestamp": [5, 4, 3, 2, 1, 0],
+            "rating": [5.0, 3.0, 4.0, 1.0, 4.5, 2.0],
+        }
+    )
+    items = pl.DataFrame({"id": [9, 11, 100, 555], "title": ["nine", "eleven", "hundred", "unseen"]})
+    ds = build_dataset("d", frame, item_features=items)
+    sub = ds.subset(np.array([0, 3, 4]), note="some rows")  # users 10, 2, 10; items 100, 100, 11
+    assert sub.users.ids == ("2", "10") and sub.items.ids == ("11", "100")  # numeric order, compact
+    assert sub.interactions.user.tolist() == [1, 0, 1] and sub.interactions.item.tolist() == [1, 1, 0]
+    assert sub.interactions.timestamp.tolist() == [5, 2, 1] and sub.interactions.rating.tolist() == [
+        5.0,
+        1.0,
+        4.5,
+    ]
+    assert sub.item_titles() == ["eleven", "hundred"] and sub.notes[-1] == "some rows"
+
+
+def test_min_counts_repeats_until_every_user_and_item_holds():
+    # item 3 has 1 event -> dropped; then user "c" has 1 event left -> dropped; then item 2 has 1 -> dropped
+    frame = pl.DataFrame(
+        {
+            "user": ["a", "a", "b", "b", "c", "c", "a"],
+            "item": [1, 2, 1, 4, 2, 3, 4],
+        }
+    )
+    ds = build_dataset("k", frame)
+    core = ds.min_counts(user=2, item=2)
+    pairs = sorted(
+        (core.users.ids[u], core.items.ids[i])
+        for u, i in zip(core.interactions.user, core.interactions.item, strict=True)
+    )
+    assert pairs == [("a", "1"), ("a", "4"), ("b", "1"), ("b", "4")]
+    assert "kept 4 of 7 interactions, 2 of 3 users, 2 of 4 items" in core.notes[-1]
+    assert ds.min_counts().n_items == ds.n_items  # defaults keep everything

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -173,6 +174,55 @@ class Dataset:
             self, interactions=self.interactions.take(np.flatnonzero(keep)), notes=self.notes + (note,)
         )
 
+    def subset(self, rows: np.ndarray, name: str | None = None, note: str | None = None) -> Dataset:
+        """A new dataset of the interaction `rows` (file order kept) whose vocabularies hold only
+        the users and items left, re-indexed; feature rows of the kept ids come along."""
+        rows = np.asarray(rows, dtype=np.int64)
+        sub = self.interactions.take(rows)
+        user_raw, item_raw = _raw_ids(self.users), _raw_ids(self.items)
+        columns: dict[str, Any] = {"user": user_raw[sub.user], "item": item_raw[sub.item]}
+        for c in ("timestamp", "rating", "weight"):
+            if getattr(sub, c) is not None:
+                columns[c] = getattr(sub, c)
+
+        def kept(table: pl.DataFrame | None, raw: np.ndarray, used: np.ndarray) -> pl.DataFrame | None:
+            # row i of a feature table describes vocabulary index i; ids typed as the interactions'
+            if table is None:
+                return None
+            keep = pl.Series(np.isin(np.arange(len(table)), used))
+            return table.with_columns(pl.Series("id", raw)).filter(keep)
+
+        return build_dataset(
+            name or self.name,
+            pl.DataFrame(columns),
+            user_features=kept(self.user_features, user_raw, np.unique(sub.user)),
+            item_features=kept(self.item_features, item_raw, np.unique(sub.item)),
+            source=self.source,
+            notes=self.notes + ((note,) if note else ()),
+        )
+
+    def min_counts(self, user: int = 1, item: int = 1) -> Dataset:
+        """Drop users with fewer than `user` interactions and items with fewer than `item`,
+        repeatedly until both hold (a k-core; the usual session-data cleaning, e.g. SR-GNN's
+        Diginetica: sessions of length >= 2, items seen >= 5 times). The note says how many
+        rows, users and items went."""
+        ints = self.interactions
+        keep = np.ones(len(ints), bool)
+        while True:
+            u = np.bincount(ints.user[keep], minlength=self.n_users)
+            i = np.bincount(ints.item[keep], minlength=self.n_items)
+            drop = keep & ((u[ints.user] < user) | (i[ints.item] < item))
+            if not drop.any():
+                break
+            keep &= ~drop
+        rows = np.flatnonzero(keep)
+        out = self.subset(rows)
+        note = (
+            f"min counts user >= {user}, item >= {item}: kept {len(rows)} of {len(ints)} interactions, "
+            f"{out.n_users} of {self.n_users} users, {out.n_items} of {self.n_items} items"
+        )
+        return replace(out, notes=out.notes + (note,))
+
     def summary(self) -> dict[str, object]:
         ints = self.interactions
         return {
@@ -186,6 +236,19 @@ class Dataset:
             "source": self.source,
             "notes": list(self.notes),
         }
+
+
+def _raw_ids(vocab: Vocab) -> np.ndarray:
+    """The vocabulary's raw ids as int64 where every id is a canonical integer (so a rebuilt
+    dataset sorts them numerically again), else as strings."""
+    ids = list(vocab.ids)
+    try:
+        as_int = np.array([int(x) for x in ids], dtype=np.int64)
+    except (ValueError, OverflowError):
+        return np.array(ids, dtype=str)
+    if all(str(v) == x for v, x in zip(as_int.tolist(), ids, strict=True)):
+        return as_int
+    return np.array(ids, dtype=str)
 
 
 def _sorted_unique(values: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Item vectors -> nearest-neighbour index (exact | FAISS HNSW | FAISS IVF-Flat | FAISS IVF-PQ).
+"""Item vectors -> nearest-neighbour index (exact | FAISS HNSW | FAISS IVF-Flat | FAISS IVF-PQ | Milvus).
 
     index = build_index("hnsw", item_vectors, ids, ef_search=128)
     index = index_from_model(model, "hnsw")                 # any Factorised model, its exact score
@@ -6,7 +6,8 @@
     index.save(index_dir(artifact_path, "hnsw")); index = load_index(index_dir(artifact_path, "hnsw"))
 
 Every backend has the interface of :class:`Index` (build / add / search / save / load). FAISS is
-imported only when a FAISS backend is used.
+imported only when a FAISS backend is used, pymilvus only when the milvus backend is (an optional
+extra: ``pip install 'recfunnel[milvus]'``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from recfunnel.index.base import Index, IndexFileError, IndexParams, read_meta, 
 from recfunnel.index.exact import ExactIndex
 from recfunnel.index.faiss_hnsw import HNSWIndex
 from recfunnel.index.faiss_ivf import IVFIndex, IVFPQIndex
+from recfunnel.index.milvus import MilvusIndex  # imports pymilvus only when used
 
 __all__ = [
     "INDEXES",
@@ -33,6 +35,7 @@ __all__ = [
     "Index",
     "IndexFileError",
     "IndexParams",
+    "MilvusIndex",
     "build_index",
     "check_index_matches",
     "index_class",
@@ -50,6 +53,7 @@ INDEXES: dict[str, type[Index]] = {
     "hnsw": HNSWIndex,
     "ivf": IVFIndex,
     "ivfpq": IVFPQIndex,
+    "milvus": MilvusIndex,
 }
 
 Scoring = Literal["model", "cosine"]
@@ -76,7 +80,8 @@ def build_index(
     """Build backend `name` over `vectors` [n, d] with `ids` [n] (default 0..n-1).
 
     `params` are the backend's (exact: block_elements; hnsw: m, ef_construction, ef_search;
-    ivf: nlist, nprobe, train_per_list, seed; ivfpq: those + m, nbits)."""
+    ivf: nlist, nprobe, train_per_list, seed; ivfpq: those + m, nbits; milvus: uri, collection,
+    index_type, m, ef_construction, ef_search, nlist, nprobe, db_name, token, timeout)."""
     cls = index_class(name)
     return cls(normalize=normalize, threads=threads, **params).build(vectors, ids, bias=bias)
 
