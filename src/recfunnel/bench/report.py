@@ -315,11 +315,13 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
         if not keys:
             keys = [k for k, v in (prow[0].get("metrics") or {}).items() if isinstance(v, (int, float))][:6]
         extra = "params" if suite == "ann" else "train s"
+        seq = suite.startswith(("seq-", "session-"))
+        timing = ["epochs (best)", "s/epoch", "s to best", "samples/s", "positions/s"] if seq else []
         lines += [
             f"### {protocol}",
             "",
-            "| model | " + " | ".join(keys) + f" | {extra} |",
-            "|---|" + "---:|" * (len(keys) + 1),
+            "| model | " + " | ".join(keys) + f" | {extra} |" + "".join(f" {t} |" for t in timing),
+            "|---|" + "---:|" * (len(keys) + 1 + len(timing)),
         ]
         for r in prow:
             met, std = r.get("metrics") or {}, r.get("metrics_std") or {}
@@ -333,6 +335,17 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
                 name = f"{name} ({r.get('dataset')})"
             else:
                 last = _num(r.get("train_seconds"))
+            if seq:
+                best = f"{r['epochs_run']} ({r['best_epoch']})" if r.get("epochs_run") else _DASH
+                last += f" | {best} | " + " | ".join(
+                    _num(r.get(k))
+                    for k in (
+                        "seconds_per_epoch",
+                        "seconds_to_best_epoch",
+                        "samples_per_second",
+                        "positions_per_second",
+                    )
+                )
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {last} |")
         lines.append("")
     return lines
