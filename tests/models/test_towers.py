@@ -75,6 +75,37 @@ def test_shapes_unit_norm_and_factorised_score_all(data):
     torch.testing.assert_close(m.score(users, items), all_scores.gather(1, items))
 
 
+def test_item_bias_scores_are_scaled_cosine_plus_a_content_bias_and_index_exactly(data):
+    from recfunnel.index import build_index, model_item_vectors
+    from recfunnel.train.objectives import build_objective
+
+    ds, split, _ = data
+    m = _model(data, use_text=True, item_bias=True)
+    with torch.no_grad():
+        m.bias_head.weight.normal_()  # zero-initialised; give it something to say
+    m.eval()
+    users, items = torch.tensor([0, 5, 299]), torch.arange(ds.n_items)
+    cos = m.user_embed(users) @ m.item_embed(items).T
+    bias = m.candidate_bias(items)
+    want = m.logit_scale() * cos + bias
+    torch.testing.assert_close(m.score_all(users), want, rtol=1e-5, atol=1e-5)
+    sel = torch.tensor([[0, 7, 100], [3, 3, 1681], [42, 1, 2]])
+    torch.testing.assert_close(m.score(users, sel), want.gather(1, sel), rtol=1e-5, atol=1e-5)
+    # the training logits use the same bias (no logQ here, so they are scale * cos + bias)
+    obj = build_objective("in-batch-softmax", split.part(ds, "train"), ds.n_users, ds.n_items, logq=False)
+    batch = {"users": users, "items": torch.tensor([7, 100, 3])}
+    got = obj.logits(m, batch)
+    u = m.user_embed(users, targets=batch["items"])
+    torch.testing.assert_close(
+        got, m.logit_scale() * u @ m.item_embed(batch["items"]).T + m.candidate_bias(batch["items"])
+    )
+    # an index over the model's vectors + bias column returns the model's own top-k
+    vecs, b, normalize = model_item_vectors(m, "model")
+    assert b is not None and not normalize
+    found, _ = build_index("exact", vecs, bias=b, normalize=False).search(m.user_vectors(users), k=10)
+    np.testing.assert_array_equal(found, want.topk(10).indices.numpy())
+
+
 def test_features_go_through_the_shared_field_embedding_layer(data):
     m = _model(data)
     assert isinstance(m.embedding, FieldEmbedding)

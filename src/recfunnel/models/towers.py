@@ -60,6 +60,11 @@ class TwoTowerConfig(ModelConfig):
     history_len: int = Field(20, ge=1, description="recent training items pooled per user")
     use_text: bool = Field(False, description="the item's text vector in the item tower")
     text_dim: int = Field(384, ge=1, description="width of the text vectors")
+    item_bias: bool = Field(
+        False,
+        description="a per-item score term from the item tower's inputs (content popularity for cold items); "
+        "with it a score is logit_scale * cosine + bias and user vectors carry the scale",
+    )
     temperature: float = Field(0.05, gt=0, description="initial softmax temperature")
     learn_temperature: bool = Field(True, description="learn the temperature (else fixed)")
     zip_prefix: int = Field(2, ge=1, description="leading zip characters kept (region)")
@@ -128,6 +133,10 @@ class TwoTower(Model):
         self.register_buffer("item_text", torch.zeros(n_items, config.text_dim if config.use_text else 0))
         self.user_mlp = MLP(d_user, config.hidden, config.dim, dropout=config.dropout)
         self.item_mlp = MLP(d_item, config.hidden, config.dim, dropout=config.dropout)
+        self.bias_head = nn.Linear(d_item, 1) if config.item_bias else None
+        if self.bias_head is not None:
+            nn.init.zeros_(self.bias_head.weight)
+            nn.init.zeros_(self.bias_head.bias)
         self.log_inv_temp = nn.Parameter(
             torch.tensor(float(np.log(1.0 / config.temperature))), requires_grad=config.learn_temperature
         )
@@ -223,12 +232,21 @@ class TwoTower(Model):
             parts.append(self.embedding.embed(f, x))
         return F.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=-1)
 
-    def item_embed(self, items: torch.Tensor) -> torch.Tensor:
-        """Unit-norm item vectors [B, dim] of item indices [B]."""
+    def _item_inputs(self, items: torch.Tensor) -> torch.Tensor:
         parts = [self.embedding.embed(f, getattr(self, _buffer_name(f))[items]) for f in self.item_fields]
         if self.config.use_text:
             parts.append(self.item_text[items])
-        return F.normalize(self.item_mlp(torch.cat(parts, dim=1)), dim=-1)
+        return torch.cat(parts, dim=1)
+
+    def item_embed(self, items: torch.Tensor) -> torch.Tensor:
+        """Unit-norm item vectors [B, dim] of item indices [B]."""
+        return F.normalize(self.item_mlp(self._item_inputs(items)), dim=-1)
+
+    def candidate_bias(self, items: torch.Tensor) -> torch.Tensor | None:
+        """The additive score term [B] of item indices [B] (``item_bias``), else None."""
+        if self.bias_head is None:
+            return None
+        return self.bias_head(self._item_inputs(items)).squeeze(-1)
 
     def logit_scale(self) -> torch.Tensor:
         """1 / temperature (clamped to at most 100)."""
@@ -236,16 +254,26 @@ class TwoTower(Model):
 
     # ---- capabilities -------------------------------------------------------------------------
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_embed(users)
+        """Unit-norm user vectors; with ``item_bias``, times the logit scale, so that
+        <user, item> + item bias is the trained logit."""
+        u = self.user_embed(users)
+        return u * self.logit_scale() if self.bias_head is not None else u
+
+    def _all_items(self, fn) -> torch.Tensor:
+        return torch.cat(
+            [fn(torch.arange(s, min(s + 65536, self.n_items))) for s in range(0, self.n_items, 65536)]
+        )
 
     def item_vectors(self) -> torch.Tensor:
-        out = [
-            self.item_embed(torch.arange(s, min(s + 65536, self.n_items)))
-            for s in range(0, self.n_items, 65536)
-        ]
-        return torch.cat(out)
+        return self._all_items(self.item_embed)
+
+    def item_bias_all(self) -> torch.Tensor | float:
+        return 0.0 if self.bias_head is None else self._all_items(self.candidate_bias)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        u = self.user_embed(users)
-        v = self.item_embed(items.reshape(-1)).view(*items.shape, -1)
-        return (u.unsqueeze(1) * v).sum(-1)
+        u = self.user_vectors(users)
+        flat = items.reshape(-1)
+        v = self.item_embed(flat).view(*items.shape, -1)
+        s = (u.unsqueeze(1) * v).sum(-1)
+        b = self.candidate_bias(flat)
+        return s if b is None else s + b.view(items.shape)

@@ -120,6 +120,9 @@ class InBatchSoftmax:
             v = model.item_vectors()[cand]
             scale = 1.0
         logits = scale * (u @ v.T)
+        bias = model.candidate_bias(cand) if hasattr(model, "candidate_bias") else None
+        if bias is not None:
+            logits = logits + bias.unsqueeze(0)
         if self.logq:
             logits = logits - self.correction(cand, len(items)).unsqueeze(0)
         if "mask" in batch:
