@@ -13,20 +13,11 @@ from recfunnel.data.readers import load_dataset
 from recfunnel.data.splits import temporal
 from recfunnel.explain import explain_pair, format_explanation
 from recfunnel.models.ctr import build_ctr
-from recfunnel.settings import dataset_dir
+from recfunnel.settings import has_dataset
 from recfunnel.train.labelled import LabelledBCE
 from recfunnel.train.trainer import TrainConfig, Trainer, seed_everything
 
-
-def _have_ml100k() -> bool:
-    try:
-        dataset_dir("ml-100k")
-    except FileNotFoundError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _have_ml100k(), reason="ml-100k not under the data root")
+pytestmark = pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 
 
 @pytest.fixture(scope="module")

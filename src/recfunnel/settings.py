@@ -40,3 +40,12 @@ def dataset_dir(name: str, override: str | os.PathLike[str] | None = None) -> Pa
             f"present: {present or 'nothing'}. Set {DATA_ENV} or pass --data-root."
         )
     return path
+
+
+def has_dataset(name: str, override: str | os.PathLike[str] | None = None) -> bool:
+    """Whether dataset `name` is present under the data root (for skipping data-bound tests)."""
+    try:
+        dataset_dir(name, override)
+    except FileNotFoundError:
+        return False
+    return True

@@ -8,37 +8,10 @@ import pytest
 import torch
 
 from recfunnel.bench.ctr import aggregate, ctr_entries, run_ctr_suite
-from recfunnel.settings import dataset_dir
+from recfunnel.bench.suites import ROW_CONTRACT
+from recfunnel.settings import has_dataset
 
-CONTRACT = {
-    "suite",
-    "model",
-    "dataset",
-    "protocol",
-    "split",
-    "seed",
-    "metrics",
-    "train_seconds",
-    "eval_seconds",
-    "peak_rss_mb",
-    "params",
-    "config",
-    "epochs_run",
-    "best_epoch",
-    "samples_per_second",
-    "pipeline_share",
-    "machine",
-    "date",
-    "quick",
-}
-
-
-def _have_ml100k() -> bool:
-    try:
-        dataset_dir("ml-100k")
-    except FileNotFoundError:
-        return False
-    return True
+CONTRACT = ROW_CONTRACT
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +34,7 @@ def test_unknown_model_lists_the_valid_labels():
         run_ctr_suite(quick=True, models=["NoSuch"])
 
 
-@pytest.mark.skipif(not _have_ml100k(), reason="ml-100k not under the data root")
+@pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 def test_quick_run_gives_contract_rows_aggregates_and_the_throughput_comparison():
     rows = run_ctr_suite(
         quick=True, progress=False, models=["LR", "DeepFM", "LightGBM"], seeds=(0, 1), isolate=False

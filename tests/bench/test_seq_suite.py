@@ -6,41 +6,10 @@ import json
 import pytest
 
 from recfunnel.bench.seq import SEQ_SUITES, run_seq_suite, write_rows
-from recfunnel.bench.suites import SUITES
-from recfunnel.settings import dataset_dir
+from recfunnel.bench.suites import ROW_CONTRACT, SUITES
+from recfunnel.settings import has_dataset
 
-CONTRACT = {
-    "suite",
-    "model",
-    "dataset",
-    "protocol",
-    "split",
-    "seed",
-    "metrics",
-    "train_seconds",
-    "eval_seconds",
-    "peak_rss_mb",
-    "params",
-    "config",
-    "epochs_run",
-    "best_epoch",
-    "samples_per_second",
-    "pipeline_share",
-    "machine",
-    "date",
-    "quick",
-    "seconds_per_epoch",
-    "positions_per_second",
-    "seconds_to_best_epoch",
-}
-
-
-def _have(name: str) -> bool:
-    try:
-        dataset_dir(name)
-    except FileNotFoundError:
-        return False
-    return True
+CONTRACT = ROW_CONTRACT | {"seconds_per_epoch", "positions_per_second", "seconds_to_best_epoch"}
 
 
 def test_suite_names_and_signature_match_the_bench_registry():
@@ -58,7 +27,7 @@ def test_unknown_suite_and_unknown_model_are_named():
         run_seq_suite("session-diginetica", quick=True, models=["NoSuchModel"])
 
 
-@pytest.mark.skipif(not _have("diginetica-sample"), reason="diginetica-sample not under the data root")
+@pytest.mark.skipif(not has_dataset("diginetica-sample"), reason="diginetica-sample not under the data root")
 def test_quick_session_suite_rows_follow_the_contract(tmp_path):
     rows = run_seq_suite("session-diginetica", quick=True, progress=False, isolate=False, threads=1)
     assert {r["model"] for r in rows} == {"Popularity", "GRU4Rec", "SASRec"}

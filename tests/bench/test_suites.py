@@ -2,42 +2,14 @@ import json
 
 import pytest
 
-from recfunnel.bench.suites import SUITES, run_suite, write_json
-from recfunnel.settings import dataset_dir
+from recfunnel.bench.suites import ROW_CONTRACT, SUITES, run_suite, write_json
+from recfunnel.settings import has_dataset
 
-CONTRACT = {
-    "suite",
-    "model",
-    "dataset",
-    "protocol",
-    "split",
-    "seed",
-    "metrics",
-    "train_seconds",
-    "eval_seconds",
-    "peak_rss_mb",
-    "params",
-    "config",
-    "epochs_run",
-    "best_epoch",
-    "samples_per_second",
-    "pipeline_share",
-    "machine",
-    "date",
-    "quick",
-}
+CONTRACT = ROW_CONTRACT
 MODELS = {"Popularity", "EASE", "MF-BPR", "GMF", "MLP", "NeuMF", "NeuMF-pretrain"}
 
 
-def _have_ml100k() -> bool:
-    try:
-        dataset_dir("ml-100k")
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_data = pytest.mark.skipif(not _have_ml100k(), reason="ml-100k not under the data root")
+needs_data = pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 
 
 def test_unknown_suite_lists_valid_names():
@@ -56,7 +28,7 @@ def test_unknown_model_lists_valid_models():
 
 @pytest.fixture(scope="module")
 def quick_rows():
-    if not _have_ml100k():
+    if not has_dataset("ml-100k"):
         pytest.skip("ml-100k not under the data root")
     return run_suite("ncf-ml100k", quick=True, progress=False)
 

@@ -26,18 +26,9 @@ from recfunnel.data.fields import (
 )
 from recfunnel.data.readers import load_dataset
 from recfunnel.data.splits import temporal
-from recfunnel.settings import dataset_dir
+from recfunnel.settings import has_dataset
 
-
-def _have_ml100k() -> bool:
-    try:
-        dataset_dir("ml-100k")
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_data = pytest.mark.skipif(not _have_ml100k(), reason="ml-100k not under the data root")
+needs_data = pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 
 
 @pytest.fixture(scope="module")

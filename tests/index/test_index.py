@@ -49,8 +49,8 @@ def _cosine_topk(items, queries, ids, k):
 
 
 def test_registry_names_every_backend():
-    assert set(INDEXES) == {"exact", "hnsw", "ivf", "ivfpq"}
-    with pytest.raises(ValueError, match="valid: exact, hnsw, ivf, ivfpq"):
+    assert set(INDEXES) == {"exact", "hnsw", "ivf", "ivfpq", "milvus"}
+    with pytest.raises(ValueError, match="valid: exact, hnsw, ivf, ivfpq, milvus"):
         build_index("annoy", np.zeros((2, 2)))
 
 

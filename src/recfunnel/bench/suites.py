@@ -46,7 +46,32 @@ import torch
 
 from recfunnel.atomic import atomic_write_text
 
-__all__ = ["SUITES", "Entry", "machine_info", "run_suite", "write_json"]
+__all__ = ["ROW_CONTRACT", "SUITES", "Entry", "machine_info", "run_suite", "write_json"]
+
+#: keys every bench row carries (suites add their own beside them)
+ROW_CONTRACT = frozenset(
+    {
+        "suite",
+        "model",
+        "dataset",
+        "protocol",
+        "split",
+        "seed",
+        "metrics",
+        "train_seconds",
+        "eval_seconds",
+        "peak_rss_mb",
+        "params",
+        "config",
+        "epochs_run",
+        "best_epoch",
+        "samples_per_second",
+        "pipeline_share",
+        "machine",
+        "date",
+        "quick",
+    }
+)
 
 KS = (5, 10, 20)
 

@@ -22,7 +22,9 @@ Where the collection lives (``uri``):
   and checks that the collection still holds ``count`` rows of ``index_dim`` as meta.json says; an
   unreachable server raises :class:`MilvusConnectionError` after ``timeout`` seconds. Credentials go
   in ``token`` (or the ``MILVUS_TOKEN`` environment variable when loading), never in the uri: the uri
-  is written to meta.json and ``token`` is not.
+  is written to meta.json and ``token`` is not. build() and add() return once the rows are flushed;
+  the server indexes new segments in the background and searches them without that index (brute
+  force or an interim index) until then; with milvus-lite, build() and add() wait for its indexing.
 
 Search parameters follow the FAISS backends (``ef_search`` for HNSW, ``nprobe`` for IVF_FLAT, both
 changeable after build and widened on retries). A Milvus server returns at most 16,384 results per
@@ -139,6 +141,22 @@ class _LiteFolder:
         self._finalizer = weakref.finalize(
             self, _remove_lite_folder, str(self.path), str(self.root), self.clients
         )
+
+    def wait_for_indexing(self, collection: str) -> None:
+        """Block until milvus-lite's background worker has indexed every flushed row of `collection`.
+
+        milvus-lite 3.x builds a flushed segment's index (and compacts segments) in a background
+        thread and searches unindexed segments exhaustively meanwhile, so results right after a
+        flush would depend on timing. It offers no RPC to wait for that, so this reaches into its
+        in-process objects; should those change, it does not wait (results are then exact for a while).
+        """
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+
+            _, db, _ = server_manager_instance._servers[os.path.abspath(self.path)]
+            db.get_collection(collection)._wait_for_bg()
+        except Exception:
+            pass
 
     def stop_server(self) -> None:
         """Stop milvus-lite's in-process server for this folder (it flushes and unlocks the files)."""
@@ -323,7 +341,7 @@ class MilvusIndex(Index):
             index_params[0].get_index_configs()["params"] = dict(build)
         return index_params, build.get("nlist")
 
-    def _create(self, client: Any, name: str, x: np.ndarray) -> int | None:
+    def _create(self, client: Any, name: str, x: np.ndarray, lite: _LiteFolder | None) -> int | None:
         """Create collection `name` holding x (rows at positions 0..n-1); return the resolved nlist."""
         pymilvus = _pymilvus(self.lite)
         schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -332,19 +350,20 @@ class MilvusIndex(Index):
         index_params, nlist = self._index_params(client, len(x))
         client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong")
         try:
-            self._insert(client, name, x, 0)
+            self._insert(client, name, x, 0, lite)
         except BaseException:
             client.drop_collection(name)
             raise
         return nlist
 
-    @staticmethod
-    def _insert(client: Any, name: str, x: np.ndarray, start: int) -> None:
+    def _insert(self, client: Any, name: str, x: np.ndarray, start: int, lite: _LiteFolder | None) -> None:
         batch = max(1, _INSERT_BYTES // (4 * x.shape[1] + 8))
         for s in range(0, len(x), batch):
             rows = x[s : s + batch]
             client.insert(name, [{PK_FIELD: start + s + i, VECTOR_FIELD: v} for i, v in enumerate(rows)])
         client.flush(name)
+        if lite is not None:  # return with the index in place, as the FAISS backends do
+            lite.wait_for_indexing(name)
 
     def _build(self, x: np.ndarray) -> None:
         name = self.params.collection or f"recfunnel_{secrets.token_hex(6)}"
@@ -362,7 +381,7 @@ class MilvusIndex(Index):
         folder = _LiteFolder()
         try:
             client = self._connect(folder)
-            nlist = self._create(client, name, x)
+            nlist = self._create(client, name, x, folder)
         except BaseException:
             folder.close()
             raise
@@ -381,7 +400,7 @@ class MilvusIndex(Index):
                 "drop it first, or load the index folder that owns it and rebuild that"
             )
         staging = f"{name[:230]}_build_{secrets.token_hex(4)}" if exists else name
-        nlist = self._create(client, staging, x)
+        nlist = self._create(client, staging, x, None)
         if exists:  # swap in the new collection only once it is complete
             client.drop_collection(name)
             client.rename_collection(staging, name)
@@ -399,7 +418,7 @@ class MilvusIndex(Index):
         with self._rpc():
             client, name, start = self._conn, self.params.collection, self.count
             try:
-                self._insert(client, name, x, start)
+                self._insert(client, name, x, start, self._lite)
             except BaseException:
                 try:  # leave no partial batch behind: the ids mapping was not extended
                     client.delete(name, filter=f"{PK_FIELD} >= {start}")
