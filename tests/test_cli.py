@@ -317,3 +317,51 @@ def test_index_of_a_model_without_item_vectors_is_refused(tmp_path):
 def test_explain_rejects_an_unknown_user_before_training():
     res = _invoke("explain", "-u", "no-such-user", "-i", "50")
     assert res.exit_code == 2 and "no-such-user" in res.output
+
+
+def test_recommend_for_an_ad_hoc_list_of_recent_items(tmp_path):
+    # sequences: each user walks items i, i+1, i+2, ... (mod 20), one step per time unit
+    rows = ["user,item,ts"]
+    for u in range(40):
+        for t in range(8):
+            rows.append(f"u{u},i{(u + t) % 20},{t}")
+    csv = tmp_path / "walks.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "sas"
+    res = _invoke(
+        "train",
+        "--table",
+        csv,
+        "--user-col",
+        "user",
+        "--item-col",
+        "item",
+        "--timestamp-col",
+        "ts",
+        "-m",
+        "sasrec",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "-o",
+        out,
+    )
+    assert res.exit_code == 0, res.output
+    res = _invoke("recommend", out, "-i", "i3", "-i", "i4", "-k", "5")
+    assert res.exit_code == 0, res.output
+    assert "recent items i3 > i4" in " ".join(res.output.split())
+    listed = re.findall(r"│\s+\d+\s+│\s+(i\d+)\s+│", res.output)
+    assert len(listed) == 5 and not {"i3", "i4"} & set(listed)  # the given items are excluded
+    bad = _invoke("recommend", out, "-i", "nope")
+    assert bad.exit_code != 0 and "nope" in bad.output
+    both = _invoke("recommend", out, "-i", "i3", "-u", "u1")
+    assert both.exit_code != 0 and "either --user" in both.output
+    not_seq = tmp_path / "mf"
+    csv2 = _plays_csv(tmp_path / "plays.csv")
+    args = ("--user-col", "user_id", "--item-col", "artist", "--split", "random_holdout", "-m", "mf")
+    assert (
+        _invoke("train", "--table", csv2, *args, "--epochs", "1", "--no-progress", "-o", not_seq).exit_code
+        == 0
+    )
+    res = _invoke("recommend", not_seq, "-i", "a1")
+    assert res.exit_code != 0 and "sequence model" in res.output

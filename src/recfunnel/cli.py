@@ -69,7 +69,7 @@ def _results_table(results: list, title: str) -> Table:
 
 def _show_top(rec, user: str, k: int) -> None:
     ids, scores = rec.recommend([user], k=k)
-    _print_top(rec, user, ids[0], scores[0], k, False, None)
+    _print_top(rec, f"user {user}", ids[0], scores[0], k, False, None)
 
 
 @app.command()
@@ -284,7 +284,16 @@ def evaluate(
 @app.command()
 def recommend(
     artifact: Annotated[Path, typer.Argument(help="artifact folder written by `recfunnel train`")],
-    user: Annotated[list[str], typer.Option("--user", "-u", help="raw user id (repeatable)")],
+    user: Annotated[list[str], typer.Option("--user", "-u", help="raw user id (repeatable)")] = [],
+    item: Annotated[
+        list[str],
+        typer.Option(
+            "--item",
+            "-i",
+            help="instead of a stored user: raw ids of recent items, oldest first (repeatable); "
+            "sequence models (gru4rec, sasrec, item2vec) answer for this ad-hoc history",
+        ),
+    ] = [],
     k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items the user already has")] = False,
     index: Annotated[
@@ -295,12 +304,26 @@ def recommend(
         ),
     ] = None,
 ) -> None:
-    """Top-k items for users of a saved model, with titles where the dataset has them."""
+    """Top-k items for users of a saved model, with titles where the dataset has them.
+
+    With --item (no --user) a sequence model recommends for an ad-hoc list of recent items, the
+    way a request carrying the latest clicks would be answered; the listed items are excluded."""
     from recfunnel.artifacts import ArtifactError
     from recfunnel.recommender import Recommender
 
+    if bool(user) == bool(item):
+        _fail("give either --user (stored users) or --item (an ad-hoc list of recent items), not both")
     try:
         rec = Recommender.load(artifact)
+        if item:
+            if index is not None:
+                _fail("--index applies to stored users; ad-hoc --item lists are scored exactly")
+            try:
+                ids, scores = rec.recommend_from_items([item], k=k)
+            except KeyError as e:
+                _fail(str(e.args[0]) if e.args else str(e))
+            _print_top(rec, "recent items " + " > ".join(item), ids[0], scores[0], k, False, None)
+            return
         ann = None
         if index is not None:
             from recfunnel.index import index_dir, load_index
@@ -313,7 +336,7 @@ def recommend(
                     f"(e.g. {', '.join(rec.users_.ids[:5])})"
                 )
             ids, scores = rec.recommend([u], k=k, exclude_seen=not include_seen, index=ann)
-            _print_top(rec, u, ids[0], scores[0], k, include_seen, index)
+            _print_top(rec, f"user {u}", ids[0], scores[0], k, include_seen, index)
     except (ArtifactError, ValueError, TypeError) as e:
         _fail(str(e))
 
@@ -321,7 +344,10 @@ def recommend(
 @app.command("index")
 def build_index_cmd(
     artifact: Annotated[Path, typer.Argument(help="artifact folder of a factorised model (mf, gmf, ...)")],
-    backend: Annotated[str, typer.Option(help="exact | hnsw | ivf | ivfpq")] = "hnsw",
+    backend: Annotated[
+        str,
+        typer.Option(help="exact | hnsw | ivf | ivfpq | milvus (Milvus server or milvus-lite: -p uri=...)"),
+    ] = "hnsw",
     param: Annotated[
         list[str], typer.Option("--param", "-p", help="backend parameter key=value, e.g. -p ef_search=128")
     ] = [],
@@ -349,10 +375,10 @@ def build_index_cmd(
     console.print(f"{backend} index over {rec.model_.n_items:,} items built in {seconds:.2f}s -> {path}")
 
 
-def _print_top(rec, user: str, ids: list[str], scores, k: int, include_seen: bool, index: str | None) -> None:
+def _print_top(rec, who: str, ids: list[str], scores, k: int, include_seen: bool, index: str | None) -> None:
     how = f"via {index} index" if index else "exact"
     table = Table(
-        title=f"top-{k} for user {user} ({'seen items allowed' if include_seen else 'seen excluded'}, {how})"
+        title=f"top-{k} for {who} ({'seen items allowed' if include_seen else 'seen excluded'}, {how})"
     )
     table.add_column("#", justify="right")
     table.add_column("item")
