@@ -99,3 +99,13 @@ def test_factor_scorer_scores_are_dot_products_including_the_bias_column():
     assert torch.allclose(full, torch.from_numpy(uf[[0, 3]] @ itf.T), atol=1e-6)
     items = torch.tensor([[1, 6, 2], [0, 0, 5]])
     assert torch.allclose(s.score(users, items), torch.gather(full, 1, items), atol=1e-6)
+
+
+def test_merged_with_file_replaces_only_the_rerun_rows(tmp_path):
+    from recfunnel.bench.suites import merged_with_file
+
+    path = tmp_path / "rows.json"
+    assert merged_with_file([{"model": "A"}], path, lambda r: True) == [{"model": "A"}]  # no file yet
+    path.write_text(json.dumps([{"model": "A", "v": 1}, {"model": "B", "v": 1}]))
+    got = merged_with_file([{"model": "B", "v": 2}], path, lambda r: r["model"] == "B")
+    assert got == [{"model": "A", "v": 1}, {"model": "B", "v": 2}]

@@ -35,7 +35,6 @@ with ``--sets`` naming fewer than all sets, rows of the other sets already in ``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -368,7 +367,7 @@ def run_ann_suite(
         repeats: timing runs per measurement, the median kept (default 3; quick 1).
         out: also write the rows as JSON here (atomically).
     """
-    from recfunnel.bench.suites import machine_info, write_json
+    from recfunnel.bench.suites import machine_info, merged_with_file, write_json
 
     del isolate
     backends = (
@@ -416,11 +415,12 @@ def run_ann_suite(
         r["suite_seconds"] = time.perf_counter() - t0
         r["load_average_end"] = os.getloadavg()[0]
     if out is not None:
-        kept: list[dict] = []
-        if sets is not None and set(wanted) != set(SET_NAMES) and Path(out).is_file():
+        if sets is not None and set(wanted) != set(SET_NAMES):
             ours = {r["dataset"] for r in rows}
-            kept = [r for r in json.loads(Path(out).read_text("utf-8")) if r.get("dataset") not in ours]
-        write_json(kept + rows, out)
+            rows_out = merged_with_file(rows, out, lambda r: r.get("dataset") in ours)
+        else:
+            rows_out = rows
+        write_json(rows_out, out)
     return rows
 
 

@@ -32,7 +32,6 @@ import json
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -466,16 +465,16 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     rows = run_retrieval_suite(a.quick, models=a.models, threads=a.threads)
     if a.out:
-        if a.models is not None and Path(a.out).is_file():
+        if a.models is not None:
+            from recfunnel.bench.suites import merged_with_file
+
             rerun = set(a.models)
-            old = json.loads(Path(a.out).read_text("utf-8"))
-            rows = [
-                r
-                for r in old
-                if not (
-                    r["model"] in rerun or ("cold-start" in rerun and r["protocol"].startswith("cold-start"))
-                )
-            ] + rows
+            cold = "cold-start" in rerun
+            rows = merged_with_file(
+                rows,
+                a.out,
+                lambda r: r["model"] in rerun or (cold and r["protocol"].startswith("cold-start")),
+            )
         atomic_write_text(a.out, json.dumps(rows, indent=1) + "\n")
         print(f"wrote {len(rows)} rows to {a.out}", file=sys.stderr)
 

@@ -78,7 +78,14 @@ def _video_entries() -> tuple[SeqEntry, ...]:
     sasrec = {"hidden": 50, "max_len": 50, "blocks": 2, "heads": 1, "dropout": 0.5}
     return (
         SeqEntry("Popularity", "popularity"),
-        SeqEntry("Item2Vec", "item2vec"),
+        # the retrieval-ml100k settings: SGNS over each user's time-ordered items
+        SeqEntry(
+            "Item2Vec",
+            "item2vec",
+            {"dim": 64, "recent": 20},
+            {"name": "sgns", "params": {"window": 5, "k": 5}},
+            {**_ADAM, "lr": 3e-3, "batch_size": 4096, "epochs": 20, "patience": 3},
+        ),
         SeqEntry(
             "GRU4Rec",
             "gru4rec",
@@ -426,14 +433,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recfunnel.bench.seq", description=__doc__.split("\n")[0])
     parser.add_argument("suite", choices=list(SPECS))
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=None, help="JSON rows (rewritten after each model)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON rows (rewritten after each model); with --models, other models' rows there are kept",
+    )
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--no-isolate", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    save = (lambda rows: write_rows(rows, args.out)) if args.out else None
+    save = None
+    if args.out:
+        from recfunnel.bench.suites import merged_with_file
+
+        rerun = set(args.models or ())
+        keep = merged_with_file([], args.out, lambda r: r["model"] in rerun) if args.models else []
+
+        def save(rows: list[dict]) -> None:  # rows of models not run this time stay in the file
+            write_rows(keep + rows, args.out)
+
     rows = run_seq_suite(
         args.suite,
         args.quick,

@@ -46,7 +46,7 @@ import torch
 
 from recfunnel.atomic import atomic_write_text
 
-__all__ = ["ROW_CONTRACT", "SUITES", "Entry", "machine_info", "run_suite", "write_json"]
+__all__ = ["ROW_CONTRACT", "SUITES", "Entry", "machine_info", "merged_with_file", "run_suite", "write_json"]
 
 #: keys every bench row carries (suites add their own beside them)
 ROW_CONTRACT = frozenset(
@@ -621,6 +621,17 @@ def run_suite(
     return fn(
         quick=quick, data_root=data_root, progress=progress, models=models, isolate=isolate, threads=threads
     )
+
+
+def merged_with_file(
+    rows: list[dict], path: str | os.PathLike[str], rerun: Callable[[dict], bool]
+) -> list[dict]:
+    """The rows already in `path` (if it exists) that `rerun` does not claim, then `rows`: a
+    suite run for some of its models replaces only their rows in the suite's JSON."""
+    path = Path(path)
+    if not path.is_file():
+        return list(rows)
+    return [r for r in json.loads(path.read_text("utf-8")) if not rerun(r)] + list(rows)
 
 
 def write_json(rows: list[dict], path: str | os.PathLike[str]) -> Path:
