@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recfunnel.cli import app
+from recfunnel.settings import has_dataset
 
 runner = CliRunner()
 
@@ -228,10 +229,7 @@ def test_missing_table_file_names_it(tmp_path):
     assert "absent.csv" in res.output
 
 
-@pytest.mark.skipif(
-    not Path(__file__).resolve().parents[2].joinpath("shared/data/ml-100k").is_dir(),
-    reason="ml-100k not present under ../shared/data",
-)
+@pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 def test_main_job_prints_results_and_titled_top10_on_movielens(tmp_path):
     res = _invoke(
         "train",
@@ -310,10 +308,7 @@ def test_index_of_a_model_without_item_vectors_is_refused(tmp_path):
     assert res.exit_code == 2 and "item vectors" in res.output
 
 
-@pytest.mark.skipif(
-    not Path(__file__).resolve().parents[2].joinpath("shared/data/ml-100k").is_dir(),
-    reason="ml-100k not present under ../shared/data",
-)
+@pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 def test_explain_rejects_an_unknown_user_before_training():
     res = _invoke("explain", "-u", "no-such-user", "-i", "50")
     assert res.exit_code == 2 and "no-such-user" in res.output
@@ -365,3 +360,23 @@ def test_recommend_for_an_ad_hoc_list_of_recent_items(tmp_path):
     )
     res = _invoke("recommend", not_seq, "-i", "a1")
     assert res.exit_code != 0 and "sequence model" in res.output
+
+
+@pytest.mark.skipif(not has_dataset("diginetica-sample"), reason="diginetica-sample not under the data root")
+def test_bench_for_some_models_replaces_only_their_rows(tmp_path):
+    out = tmp_path / "rows.json"
+    other = {"model": "GRU4Rec", "protocol": "full", "dataset": "diginetica-sample", "kept": True}
+    stale = {"model": "Popularity", "protocol": "full", "dataset": "diginetica-sample", "stale": True}
+    out.write_text(json.dumps([other, stale]))
+    res = _invoke(
+        "bench", "session-diginetica", "--quick", "-m", "Popularity", "--json", out, "--no-progress"
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert rows[0] == other and not any(r.get("stale") for r in rows)
+    assert {(r["model"], r["protocol"]) for r in rows[1:]} == {
+        ("Popularity", "full"),
+        ("Popularity", "full-unmasked"),
+    }
+    bad = _invoke("bench", "session-diginetica", "--quick", "-m", "NoSuch", "--no-progress")
+    assert bad.exit_code != 0 and "NoSuch" in bad.output

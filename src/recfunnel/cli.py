@@ -478,22 +478,42 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="write result rows here")] = None,
     data_root: DataRootOpt = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    models: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="run only this model of the suite (repeatable; ann: a backend); with --json, the "
+            "file's rows of other models are kept and those of the models run are replaced",
+        ),
+    ] = [],
 ) -> None:
     """Run a named benchmark suite; rows {suite, model, dataset, protocol, split, seed, metrics,
     train_seconds, eval_seconds, peak_rss_mb, params}."""
-    from recfunnel.bench.suites import SUITES, run_suite, write_json
+    from recfunnel.bench.suites import SUITES, merged_with_file, run_suite, write_json
 
     if suite not in SUITES:
         _fail(f"unknown suite {suite!r}; valid: {', '.join(sorted(SUITES))}")
-    rows = run_suite(suite, quick=quick, data_root=data_root, progress=progress)
+    try:
+        rows = run_suite(suite, quick=quick, data_root=data_root, progress=progress, models=models or None)
+    except ValueError as e:
+        _fail(str(e))
     for r in rows:
         metrics = r.get("metrics") or {}
         shown = "  ".join(f"{k} {v:.4f}" for k, v in list(metrics.items())[:4] if isinstance(v, (int, float)))
         seconds = r.get("train_seconds") or r.get("build_seconds") or 0.0
         console.print(f"{r.get('model', '?'):<18} {r.get('protocol', ''):<11} {shown}  ({seconds:.1f}s)")
     if json_out:
-        write_json(rows, json_out)
-        console.print(f"rows written to {json_out}")
+        out_rows = rows
+        if models:
+            ran = {(r.get("model"), r.get("protocol"), r.get("dataset")) for r in rows}
+            out_rows = merged_with_file(
+                rows, json_out, lambda r: (r.get("model"), r.get("protocol"), r.get("dataset")) in ran
+            )
+        write_json(out_rows, json_out)
+        console.print(
+            f"{len(rows)} rows written to {json_out}" + (f" ({len(out_rows)} in all)" if models else "")
+        )
 
 
 @app.command("bench-report")

@@ -279,6 +279,14 @@ def _num(v: object) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4f}"
 
 
+def _date_range(rows: list[dict]) -> str:
+    """The first and last row date (rows of one suite may come from runs of some of its models)."""
+    dates = sorted(str(r["date"]) for r in rows if r.get("date"))
+    if not dates:
+        return _DASH
+    return dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+
+
 def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
     """One table per protocol: model, the suite's metric columns (mean +- std over seeds where the
     suite wrote aggregate rows), train seconds, params; every number from the rows."""
@@ -297,7 +305,7 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
     )
     lines.append(
         f"Machine: {m.get('platform', _DASH)}, {m.get('cpus', m.get('cpu_count', _DASH))} CPUs, "
-        f"torch {m.get('torch', _DASH)}; date (UTC): {first.get('date', _DASH)}"
+        f"torch {m.get('torch', _DASH)}; date (UTC): {_date_range(rows)}"
     )
     lines.append("")
     aggregates = [r for r in rows if r.get("aggregate")]
@@ -317,6 +325,8 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
         extra = "params" if suite == "ann" else "train s"
         seq = suite.startswith(("seq-", "session-"))
         timing = ["epochs (best)", "s/epoch", "s to best", "samples/s", "positions/s"] if seq else []
+        if suite == "ann":
+            timing = ["x exact (1t)", "build s", "index MB"]
         lines += [
             f"### {protocol}",
             "",
@@ -333,6 +343,9 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
             if suite == "ann":
                 last = json.dumps(r.get("params"), sort_keys=True) if r.get("params") else _DASH
                 name = f"{name} ({r.get('dataset')})"
+                last += " | " + " | ".join(
+                    _num(r.get(k)) for k in ("speedup_1t", "build_seconds", "index_mb")
+                )
             else:
                 last = _num(r.get("train_seconds"))
             if seq:
