@@ -78,7 +78,7 @@ def _video_entries() -> tuple[SeqEntry, ...]:
     sasrec = {"hidden": 50, "max_len": 50, "blocks": 2, "heads": 1, "dropout": 0.5}
     return (
         SeqEntry("Popularity", "popularity"),
-        # the retrieval-ml100k settings: SGNS over each user's time-ordered items
+        # SGNS over each user's time-ordered items; user = mean of the 20 latest item vectors
         SeqEntry(
             "Item2Vec",
             "item2vec",
