@@ -212,6 +212,19 @@ def test_recommend_from_items_matches_recommend_for_the_users_own_history(seq_re
     assert not set(b_ids[0]) & set(raw)  # the given items are excluded
 
 
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_an_index_over_a_sequence_model_answers_as_the_model_does(seq_rec, backend):
+    from recfunnel.index import index_from_model
+
+    rec, ds, _ = seq_rec
+    index = index_from_model(rec.model_, backend, **({"ef_search": 200} if backend == "hnsw" else {}))
+    users = [ds.users.ids[u] for u in range(0, ds.n_users, 3)]
+    want_ids, want_scores = rec.recommend(users, k=5)
+    got_ids, got_scores = rec.recommend(users, k=5, index=index)
+    assert got_ids == want_ids
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-5)
+
+
 def test_recommend_from_items_handles_unknown_ids_and_empty_lists(seq_rec):
     rec, ds, _ = seq_rec
     known = ds.items.ids[0]
