@@ -92,3 +92,25 @@ def test_either_model_alone_and_unknown_ids(trained):
     assert "AutoInt" not in format_explanation(only_fm)
     with pytest.raises(KeyError, match="unknown user"):
         explain_pair(ds, schema, "no-such-user", ds.items.ids[0], fm=fm)
+
+
+def test_trained_explainers_are_cached_and_reloaded_without_training(trained, tmp_path, monkeypatch):
+    import recfunnel.bench.ctr as bench_ctr
+    from recfunnel.explain import train_explainers
+
+    ds = trained[0]
+    split = temporal(ds)
+    schema, autoint, fm = train_explainers(ds, split, epochs=1, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2  # one artifact folder per ranker
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the cache holds both rankers")
+
+    monkeypatch.setattr(bench_ctr, "fit_ctr", no_training)
+    schema2, autoint2, fm2 = train_explainers(ds, split, epochs=1, cache_dir=tmp_path)
+    assert schema2.to_json() == schema.to_json()
+    a = explain_pair(ds, schema, ds.users.ids[0], ds.items.ids[0], autoint=autoint, fm=fm)
+    b = explain_pair(ds, schema2, ds.users.ids[0], ds.items.ids[0], autoint=autoint2, fm=fm2)
+    assert format_explanation(a) == format_explanation(b)
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: another key
+        train_explainers(ds, split, epochs=2, cache_dir=tmp_path)

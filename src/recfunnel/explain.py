@@ -8,16 +8,20 @@ weekday) and the user's last items strictly before that time.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from recfunnel.artifacts import ArtifactError
 from recfunnel.data.dataset import Dataset, Interactions
 from recfunnel.data.fields import PAD, FieldBatch, FieldSchema, encode_events
 
-__all__ = ["Explanation", "explain_pair", "format_explanation", "train_explainers"]
+__all__ = ["Explanation", "default_cache_dir", "explain_pair", "format_explanation", "train_explainers"]
 
 
 @dataclass(frozen=True)
@@ -164,19 +168,48 @@ def format_explanation(e: Explanation, matrix: bool = True) -> str:
 
 
 def train_explainers(
-    dataset: Dataset, split, seed: int = 0, epochs: int = 20, progress: bool = False
+    dataset: Dataset,
+    split,
+    seed: int = 0,
+    epochs: int = 20,
+    progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[FieldSchema, torch.nn.Module, torch.nn.Module]:
     """Fit the MovieLens fields on the split's train part and train an AutoInt and an FM with
-    the suite's settings (early stopping on validation AUC): (schema, autoint, fm)."""
+    the suite's settings (early stopping on validation AUC): (schema, autoint, fm).
+
+    `cache_dir`: keep the trained rankers there as CTR artifacts (:func:`~recfunnel.models.ctr.save_ctr`),
+    keyed by dataset fingerprint, split, seed and epochs, and load them instead of training when a
+    matching pair is there (a later `recfunnel explain` answers in seconds)."""
     from recfunnel.bench.ctr import ctr_entries, fit_ctr
     from recfunnel.data.fields import ctr_parts
+    from recfunnel.models.ctr import load_ctr, save_ctr
     from recfunnel.train.trainer import TrainConfig
 
+    key = hashlib.sha256(
+        f"{dataset.fingerprint()}|{split.describe()}|{len(split.train)}|seed={seed}|epochs={epochs}".encode()
+    ).hexdigest()[:16]
+    folders = {f: Path(cache_dir) / f"{f}-{key}" for f in ("autoint", "fm")} if cache_dir else {}
+    if folders and all((p / "manifest.json").is_file() for p in folders.values()):
+        try:
+            autoint, fm = load_ctr(folders["autoint"]), load_ctr(folders["fm"])
+            return autoint.schema, autoint, fm
+        except ArtifactError:
+            pass  # a damaged cache entry: train again and overwrite it
     schema, parts = ctr_parts(dataset, split)
     by = {e.family: e for e in ctr_entries()}
     out = []
     for family in ("autoint", "fm"):
         e = by[family]
         cfg = TrainConfig(**dict(e.train, epochs=epochs, seed=seed, progress=progress))
-        out.append(fit_ctr(family, e.params, schema, parts, cfg)[0])
+        model = fit_ctr(family, e.params, schema, parts, cfg)[0]
+        if folders:
+            save_ctr(model, folders[family], extra={"dataset": dataset.name, "key": key})
+        out.append(model.eval())
     return schema, out[0], out[1]
+
+
+def default_cache_dir() -> Path:
+    """``$RECFUNNEL_CACHE/explain``, else ``~/.cache/recfunnel/explain``."""
+    base = os.environ.get("RECFUNNEL_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "recfunnel") / "explain"

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pydantic
 import pytest
-import safetensors.torch
 import torch
 
 from recfunnel.data.fields import ctr_parts
@@ -17,7 +16,7 @@ from recfunnel.data.readers import load_dataset
 from recfunnel.data.splits import temporal
 from recfunnel.eval.ctr import evaluate_ctr
 from recfunnel.models.base import MODELS
-from recfunnel.models.ctr import CTRModel, FieldRanker, FieldScorer, build_ctr
+from recfunnel.models.ctr import CTRModel, FieldRanker, FieldScorer, build_ctr, load_ctr, save_ctr
 from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
 from recfunnel.settings import has_dataset
 from recfunnel.train.labelled import LabelledBCE
@@ -85,14 +84,16 @@ class CTRContract:
         assert out.shape == (7,) and out.dtype == torch.float32 and torch.isfinite(out).all()
         assert isinstance(fitted, FieldScorer)
 
-    def test_state_dict_round_trips_through_safetensors(self, fitted, ctr_slice, tmp_path):
+    def test_artifact_round_trip_gives_identical_logits_without_the_schema_at_hand(
+        self, fitted, ctr_slice, tmp_path
+    ):
         _, schema, parts = ctr_slice
-        path = tmp_path / "w.safetensors"
-        safetensors.torch.save_file({k: v.contiguous() for k, v in fitted.state_dict().items()}, str(path))
-        again = build_ctr(self.family, schema, fitted.config)
-        again.load_state_dict(safetensors.torch.load_file(str(path)))
-        again.eval()
+        path = save_ctr(fitted, tmp_path / self.family, metrics={"auc": 0.5})
+        again = load_ctr(path)  # schema, config and weights all come from the folder
+        assert type(again) is type(fitted) and not again.training
+        assert again.schema.to_json() == schema.to_json() and again.config == fitted.config
         batch = parts["test"].fields.take(slice(0, 64))
+        fitted.eval()
         with torch.no_grad():
             torch.testing.assert_close(again.score_fields(batch), fitted.score_fields(batch))
 
@@ -182,3 +183,21 @@ def test_build_model_refuses_ctr_families_with_the_way_to_build_them(family):
 
     with pytest.raises(ValueError, match="CTR ranker over a field schema.*build_ctr"):
         build_model(family, 10, 20)
+
+
+def test_ctr_artifacts_refuse_corruption_and_other_kinds(ctr_slice, tmp_path):
+    from recfunnel.artifacts import ArtifactError
+
+    _, schema, _ = ctr_slice
+    path = save_ctr(build_ctr("fm", schema, {}), tmp_path / "fm")
+    weights = path / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load_ctr(path)
+    with pytest.raises(TypeError, match="Recommender.save"):
+        save_ctr(torch.nn.Linear(2, 2), tmp_path / "x")
+    from recfunnel.artifacts import save_artifact
+
+    other = save_artifact(tmp_path / "mf", family="mf", config={"model": {}}, tensors={}, vocabs={})
+    with pytest.raises(ArtifactError, match="not a CTR ranker"):
+        load_ctr(other)

@@ -4,6 +4,7 @@ not a torch model and is not registered)."""
 from recfunnel.models.ctr import autoint, dcnv2, deepfm, dlrm, fm, lr, widedeep  # noqa: F401
 from recfunnel.models.ctr.base import CTRConfig, CTRModel, FieldRanker, FieldScorer, build_ctr
 from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
+from recfunnel.models.ctr.persist import load_ctr, save_ctr
 
 __all__ = [
     "CTRConfig",
@@ -13,4 +14,6 @@ __all__ = [
     "LightGBMConfig",
     "LightGBMRanker",
     "build_ctr",
+    "load_ctr",
+    "save_ctr",
 ]
