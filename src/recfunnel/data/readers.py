@@ -150,6 +150,12 @@ class _Split:
         s = self.parts.list.get(index)
         return _unquote(s.str.strip_chars()) if self.unquote else s
 
+    def error(self, message: str, row: int, column: str | int, raw: pl.Series, expected: str) -> DataError:
+        """The DataError of data row `row`: this file, its line, `column`, the raw value."""
+        return DataError(
+            message, path=self.path, line=self.line(row), column=column, value=raw[row], expected=expected
+        )
+
 
 def _split_text(
     path: Path,
@@ -252,14 +258,7 @@ def _text_ids(split: _Split, index: int, column: str | int, role: str) -> pl.Ser
     s = raw.str.strip_chars()
     row = _first(s == "")
     if row is not None:
-        return DataError(
-            f"empty {role} id",
-            path=split.path,
-            line=split.line(row),
-            column=column,
-            value=raw[row],
-            expected=f"a non-empty {role} id",
-        )
+        return split.error(f"empty {role} id", row, column, raw, f"a non-empty {role} id")
     return _id_dtype(s).alias(role)
 
 
@@ -268,14 +267,7 @@ def _text_floats(split: _Split, index: int, column: str | int, role: str) -> pl.
     vals = raw.str.strip_chars().cast(pl.Float64, strict=False)
     row = _first(vals.is_null() | ~vals.is_finite())
     if row is not None:
-        return DataError(
-            f"{role} is not a number",
-            path=split.path,
-            line=split.line(row),
-            column=column,
-            value=raw[row],
-            expected=f"a finite number for {role}",
-        )
+        return split.error(f"{role} is not a number", row, column, raw, f"a finite number for {role}")
     return vals.alias(role)
 
 
@@ -286,13 +278,8 @@ def _text_ints(
     vals = raw.str.strip_chars().str.to_integer(strict=False)
     row = _first(vals.is_null())
     if row is not None:
-        return DataError(
-            f"{role} is not an integer",
-            path=split.path,
-            line=split.line(row),
-            column=column,
-            value=raw[row],
-            expected=expected or f"an integer for {role}",
+        return split.error(
+            f"{role} is not an integer", row, column, raw, expected or f"an integer for {role}"
         )
     return vals.alias(role)
 
@@ -310,13 +297,12 @@ def _text_timestamps(split: _Split, index: int, column: str | int, fmt: str | No
     parsed = raw.str.strip_chars().str.strptime(pl.Datetime("us"), fmt, strict=False)
     row = _first(parsed.is_null())
     if row is not None:
-        return DataError(
+        return split.error(
             f"timestamp does not match timestamp_format {fmt!r}",
-            path=split.path,
-            line=split.line(row),
-            column=column,
-            value=raw[row],
-            expected=f"a date written as {fmt!r}",
+            row,
+            column,
+            raw,
+            f"a date written as {fmt!r}",
         )
     return parsed.dt.epoch("s").cast(pl.Int64).alias("timestamp")
 
