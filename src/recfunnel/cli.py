@@ -537,13 +537,37 @@ def bench_report(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="write markdown here (default stdout)")
     ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(help="also draw figures (ANN recall vs speed, validation curves) into this folder"),
+    ] = None,
+    preamble: Annotated[
+        Path | None, typer.Option(help="markdown file put before the sections (a title, how to read them)")
+    ] = None,
 ) -> None:
     """Render benchmark JSON as the markdown of BENCHMARKS.md (every number from the rows)."""
+    import os
+
     from recfunnel.atomic import atomic_write_text
     from recfunnel.bench.report import load_rows, render_markdown
 
-    cmd = "recfunnel bench-report " + " ".join(str(p) for p in results) + (f" -o {out}" if out else "")
-    text = render_markdown(load_rows(results), command=cmd)
+    cmd = (
+        "recfunnel bench-report "
+        + " ".join(str(p) for p in results)
+        + (f" --plots {plots}" if plots else "")
+        + (f" --preamble {preamble}" if preamble else "")
+        + (f" -o {out}" if out else "")
+    )
+    rows = load_rows(results)
+    images: dict[str, list[str]] = {}
+    if plots:
+        from recfunnel.bench.plots import render_plots
+
+        base = out.parent if out else Path.cwd()
+        images = {s: [os.path.relpath(p, base) for p in ps] for s, ps in render_plots(rows, plots).items()}
+    text = render_markdown(rows, command=cmd, plots=images)
+    if preamble:
+        text = preamble.read_text("utf-8").rstrip() + "\n\n" + text
     if out:
         atomic_write_text(out, text)
     else:

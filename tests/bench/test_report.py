@@ -105,3 +105,45 @@ def test_json_round_trip(tmp_path):
     (tmp_path / "wrapped.json").write_text(json.dumps({"rows": rows}))
     assert load_rows(tmp_path / "wrapped.json") == rows
     assert render_markdown(load_rows(path), "c") == render_markdown(rows, "c")
+
+
+def test_plots_are_drawn_from_the_rows_and_linked_from_the_markdown(tmp_path):
+    from recfunnel.bench.plots import render_plots
+    from recfunnel.bench.report import render_markdown
+
+    ann = [
+        {
+            "suite": "ann",
+            "dataset": "toy",
+            "backend": b,
+            "model": b,
+            "protocol": "p",
+            "n_items": 10,
+            "search_param": sp,
+            "default": d,
+            "metrics": {"qps_1t": q, "recall@10": r},
+        }
+        for b, sp, d, q, r in [
+            ("exact", None, False, 10.0, 1.0),
+            ("hnsw", {"ef_search": 16}, False, 100.0, 0.9),
+            ("hnsw", {"ef_search": 64}, True, 50.0, 0.99),
+        ]
+    ]
+    seq = [
+        {
+            "suite": "seq-toy",
+            "model": m,
+            "protocol": "full",
+            "metrics": {"ndcg@10": 0.1},
+            "config": {"valid_protocol": "sampled"},
+            "valid_history": [{"epoch": e, "train_seconds": 1.0, "valid_ndcg@10": 0.1 * e} for e in range(3)],
+        }
+        for m in ("A", "B")
+    ]
+    made = render_plots(ann + seq + [{"suite": "seq-toy", "model": "Pop", "metrics": {}}], tmp_path)
+    assert set(made) == {"ann", "seq-toy"}
+    for paths in made.values():
+        for path in paths:
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = render_markdown(seq, "cmd", plots={"seq-toy": ["plots/seq-toy-curves.png"]})
+    assert "![seq-toy: seq-toy-curves](plots/seq-toy-curves.png)" in text

@@ -252,15 +252,18 @@ def _suite_section(suite: str, rows: list[dict], command: str) -> list[str]:
     return lines
 
 
-def render_markdown(rows: list[dict], command: str) -> str:
+def render_markdown(rows: list[dict], command: str, plots: dict[str, list[str]] | None = None) -> str:
     """A markdown section per suite: command, dataset, protocols, machine, date, one table per
-    protocol, the implicit comparison and NeuMF throughput, all read from `rows`."""
+    protocol, the implicit comparison and NeuMF throughput, all read from `rows`; `plots`: image
+    paths per suite (see :mod:`recfunnel.bench.plots`), shown at the end of its section."""
     suites = _uniq(rows, "suite")
     lines: list[str] = []
     for s in suites:
         generic = s in GENERIC_METRICS or s.startswith(("seq-", "session-"))
         section = _generic_section if generic else _suite_section
         lines += section(s, [r for r in rows if r.get("suite") == s], command)
+        for path in (plots or {}).get(s, []):
+            lines += [f"![{s}: {Path(path).stem}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
