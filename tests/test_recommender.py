@@ -12,10 +12,13 @@ from recfunnel.data.errors import DataError
 from recfunnel.data.readers import load_dataset
 from recfunnel.data.splits import Split, leave_one_out, random_holdout
 from recfunnel.recommender import Recommender
+from recfunnel.settings import has_dataset
 
 
 @pytest.fixture(scope="module")
 def ml100k() -> Dataset:
+    if not has_dataset("ml-100k"):
+        pytest.skip("ml-100k not under the data root (set RECFUNNEL_DATA)")
     return load_dataset("ml-100k")
 
 

@@ -188,6 +188,9 @@ def train(
     over["train"]["progress"] = progress
     try:
         cfg = RunConfig.from_toml(config, over) if config else RunConfig().updated(over)
+        from recfunnel.models.base import user_item_class
+
+        user_item_class(cfg.model.name).Config(**cfg.model.params)  # before any data is read
     except (ValueError, OSError) as e:
         _fail(f"bad configuration: {e}")
     try:

@@ -19,6 +19,7 @@ from recfunnel.data.dataset import build_dataset  # noqa: E402
 from recfunnel.data.readers import load_dataset  # noqa: E402
 from recfunnel.data.splits import leave_one_out  # noqa: E402
 from recfunnel.recommender import Recommender  # noqa: E402
+from recfunnel.settings import has_dataset  # noqa: E402
 
 SLICE_USERS = 300  # the users with the lowest index, with all their interactions (~31k rows)
 
@@ -36,6 +37,8 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def ml_slice() -> Slice:
     """Users 1..300 of the real ml-100k, rebuilt with build_dataset so vocabularies are compact."""
+    if not has_dataset("ml-100k"):
+        pytest.skip("ml-100k not under the data root (set RECFUNNEL_DATA)")
     full = load_dataset("ml-100k")
     ints = full.interactions
     rows = np.flatnonzero(ints.user < SLICE_USERS)  # sorted: keeps file order, the time tie-break

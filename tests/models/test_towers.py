@@ -20,6 +20,7 @@ from recfunnel.models.towers import TwoTower
 from recfunnel.nn.embeddings import FieldEmbedding
 from recfunnel.pipeline import ObjectiveSection, train_model
 from recfunnel.recommender import Recommender
+from recfunnel.settings import has_dataset
 from recfunnel.train.trainer import TrainConfig
 
 N_USERS = 300
@@ -30,6 +31,8 @@ TEXT_DIM = 8
 def data():
     """Users 1..300 of ml-100k with the user and item feature tables (all 1682 catalogue items,
     so items nobody in the slice rated are cold), fake 8-d text vectors, a leave-one-out split."""
+    if not has_dataset("ml-100k"):
+        pytest.skip("ml-100k not under the data root (set RECFUNNEL_DATA)")
     full = load_dataset("ml-100k")
     ints = full.interactions
     sub = ints.take(np.flatnonzero(ints.user < N_USERS))

@@ -136,9 +136,9 @@ def model_class(name: str) -> type[Model]:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
 
 
-def build_model(
-    name: str, n_users: int, n_items: int, config: dict[str, Any] | ModelConfig | None = None
-) -> Model:
+def user_item_class(name: str) -> type[Model]:
+    """The registered user x item family `name`; CTR rankers (built on a field schema) are refused
+    with the way to build them."""
     cls = model_class(name)
     if cls.inputs == "fields":
         raise ValueError(
@@ -146,5 +146,12 @@ def build_model(
             "recfunnel.models.ctr.build_ctr(name, schema, config) and train it on labelled rows "
             "(see `recfunnel bench ctr-ml100k` and `recfunnel explain`)"
         )
+    return cls
+
+
+def build_model(
+    name: str, n_users: int, n_items: int, config: dict[str, Any] | ModelConfig | None = None
+) -> Model:
+    cls = user_item_class(name)
     cfg = config if isinstance(config, ModelConfig) else cls.Config(**(config or {}))
     return cls(cfg, n_users, n_items)
