@@ -250,7 +250,10 @@ def train(
 @app.command()
 def evaluate(
     artifact: Annotated[Path, typer.Argument(help="artifact folder written by `recfunnel train`")],
-    protocol: Annotated[list[str], typer.Option(help="full and/or sampled (repeatable)")] = [
+    protocol: Annotated[
+        list[str],
+        typer.Option(help="full, full-unmasked (repeats count: session data) and/or sampled (repeatable)"),
+    ] = [
         "full",
         "sampled",
     ],

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 try:
     import tomllib
@@ -78,9 +78,21 @@ class ObjectiveSection(_Strict):
 
 
 class EvalSection(_Strict):
-    protocols: tuple[str, ...] = Field(("full", "sampled"), description="full ranking and/or sampled ranking")
+    protocols: tuple[str, ...] = Field(
+        ("full", "sampled"),
+        description="full ranking (seen items masked), full-unmasked (session data: repeats count) "
+        "and/or sampled ranking",
+    )
     ks: tuple[int, ...] = Field((5, 10, 20), description="cut-offs K")
     valid_protocol: str = Field("sampled", description="protocol used for early stopping on the valid part")
+
+    @field_validator("protocols")
+    @classmethod
+    def _known_protocols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in v if p not in ("full", "full-unmasked") and not p.startswith("sampled")]
+        if bad:
+            raise ValueError(f"unknown protocol(s) {bad}; valid: full, full-unmasked, sampled")
+        return v
 
 
 class RunConfig(_Strict):

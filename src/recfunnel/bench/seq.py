@@ -99,7 +99,7 @@ def _video_entries() -> tuple[SeqEntry, ...]:
             sasrec,
             # length-bucketed batches: ~3x faster epochs, the same validation curve per epoch
             {"name": "seq-bce", "params": {"bucket": True}},
-            {**_ADAM, "batch_size": 128, "epochs": 200, "patience": 15},
+            {**_ADAM, "batch_size": 128, "epochs": 400, "patience": 30},
         ),
         SeqEntry(
             "SASRec-CE",
