@@ -383,9 +383,12 @@ def build_index_cmd(
 
 def _print_top(rec, who: str, ids: list[str], scores, k: int, include_seen: bool, index: str | None) -> None:
     how = f"via {index} index" if index else "exact"
-    table = Table(
-        title=f"top-{k} for {who} ({'seen items allowed' if include_seen else 'seen excluded'}, {how})"
-    )
+    seen = "seen items allowed" if include_seen else "seen excluded"
+    _item_table(rec, f"top-{k} for {who} ({seen}, {how})", ids, scores)
+
+
+def _item_table(rec, title: str, ids: list[str], scores) -> None:
+    table = Table(title=title)
     table.add_column("#", justify="right")
     table.add_column("item")
     table.add_column("title")
@@ -411,9 +414,7 @@ def similar(
     except (ArtifactError, KeyError, TypeError) as e:
         _fail(str(e))
     for q, row, srow in zip(item, ids, scores, strict=True):
-        console.print(f"[bold]like {q}[/bold] {rec.titles([q])[0]}")
-        for n, (i, t, s) in enumerate(zip(row, rec.titles(row), srow, strict=True), 1):
-            console.print(f"{n:>3}  {i:>8}  {t}  {s:.4f}")
+        _item_table(rec, f"top-{k} like {q} ({rec.titles([q])[0]}), cosine", row, srow)
 
 
 @app.command()
