@@ -109,3 +109,13 @@ def test_merged_with_file_replaces_only_the_rerun_rows(tmp_path):
     path.write_text(json.dumps([{"model": "A", "v": 1}, {"model": "B", "v": 1}]))
     got = merged_with_file([{"model": "B", "v": 2}], path, lambda r: r["model"] == "B")
     assert got == [{"model": "A", "v": 1}, {"model": "B", "v": 2}]
+
+
+def test_optimiser_step_bench_reports_both_optimisers_per_size():
+    from recfunnel.bench.optim import run
+
+    rows = run([500], dim=8, repeats=1)
+    assert len(rows) == 1 and rows[0]["params"] == 4000 and rows[0]["suite"] == "optim"
+    m = rows[0]["metrics"]
+    assert m["sparse_adam_ms"] > 0 and m["dense_adam_ms"] > 0
+    assert m["dense_over_sparse"] == pytest.approx(m["dense_adam_ms"] / m["sparse_adam_ms"])
