@@ -229,12 +229,12 @@ def test_dense_embeddings_and_adamw_and_sgd_choices():
     assert sum(len(g["params"]) for g in opts[0].param_groups) == len(list(dense.parameters()))
     sgd = build_optimizers(GMF(GMFConfig(factors=4), 5, 7), TrainConfig(optimizer="sgd"))
     assert [type(o).__name__ for o in sgd] == ["SGD"]
-    only_sparse = build_optimizers(MF(MFConfig(factors=4), 5, 7), TrainConfig())
+    only_sparse = build_optimizers(MF(MFConfig(factors=4, sparse=True), 5, 7), TrainConfig())
     assert [type(o).__name__ for o in only_sparse] == ["SparseAdam"]
 
 
 def test_frozen_parameters_get_no_optimiser():
-    model = GMF(GMFConfig(factors=4), 5, 7)
+    model = GMF(GMFConfig(factors=4, sparse=True), 5, 7)
     model.out.requires_grad_(False)
     opts = build_optimizers(model, TrainConfig())
     assert [type(o).__name__ for o in opts] == ["SparseAdam"]

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recfunnel.models.base import Model, ModelConfig, register
+from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, register, sparse_table
 
 __all__ = ["Item2Vec", "Item2VecConfig"]
 
@@ -22,7 +22,7 @@ __all__ = ["Item2Vec", "Item2VecConfig"]
 class Item2VecConfig(ModelConfig):
     dim: int = Field(64, ge=1, description="embedding dimension")
     recent: int = Field(20, ge=1, description="latest items averaged into a user vector")
-    sparse: bool = Field(True, description="sparse gradients for the embedding tables (SparseAdam)")
+    sparse: Sparse = Field("auto", description=SPARSE_HELP)
 
 
 @register
@@ -33,8 +33,9 @@ class Item2Vec(Model):
 
     def __init__(self, config: Item2VecConfig, n_users: int, n_items: int) -> None:
         super().__init__(config, n_users, n_items)
-        self.in_emb = nn.Embedding(n_items, config.dim, sparse=config.sparse)
-        self.out_emb = nn.Embedding(n_items, config.dim, sparse=config.sparse)
+        sparse = sparse_table(config.sparse, n_items, config.dim)
+        self.in_emb = nn.Embedding(n_items, config.dim, sparse=sparse)
+        self.out_emb = nn.Embedding(n_items, config.dim, sparse=sparse)
         nn.init.uniform_(self.in_emb.weight, -0.5 / config.dim, 0.5 / config.dim)  # word2vec's init
         nn.init.zeros_(self.out_emb.weight)
         self.register_buffer("hist_indptr", torch.zeros(n_users + 1, dtype=torch.int64))

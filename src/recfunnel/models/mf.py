@@ -6,13 +6,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recfunnel.models.base import Model, ModelConfig, register
+from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, register, sparse_table
 
 
 class MFConfig(ModelConfig):
     factors: int = Field(64, ge=1, description="embedding dimension")
     init_std: float = Field(0.01, gt=0, description="std of the normal initialisation")
-    sparse: bool = Field(True, description="sparse gradients for the embedding tables (SparseAdam)")
+    sparse: Sparse = Field("auto", description=SPARSE_HELP)
 
 
 @register
@@ -25,9 +25,12 @@ class MF(Model):
 
     def __init__(self, config: MFConfig, n_users: int, n_items: int) -> None:
         super().__init__(config, n_users, n_items)
-        self.user_emb = nn.Embedding(n_users, config.factors, sparse=config.sparse)
-        self.item_emb = nn.Embedding(n_items, config.factors, sparse=config.sparse)
-        self.item_bias = nn.Embedding(n_items, 1, sparse=config.sparse)
+        item_sparse = sparse_table(config.sparse, n_items, config.factors)
+        self.user_emb = nn.Embedding(
+            n_users, config.factors, sparse=sparse_table(config.sparse, n_users, config.factors)
+        )
+        self.item_emb = nn.Embedding(n_items, config.factors, sparse=item_sparse)
+        self.item_bias = nn.Embedding(n_items, 1, sparse=item_sparse)
         nn.init.normal_(self.user_emb.weight, std=config.init_std)
         nn.init.normal_(self.item_emb.weight, std=config.init_std)
         nn.init.zeros_(self.item_bias.weight)
