@@ -32,7 +32,7 @@ def _mf(n_users: int = 5, n_items: int = 9, **params) -> MF:
 
 
 def test_defaults_and_trained_by_bpr():
-    assert MFConfig() == MFConfig(factors=64, init_std=0.01, sparse="auto")
+    assert MFConfig() == MFConfig(factors=64, init_std=0.01, sparse=True)
     assert MF.objective == "bpr" and MF.trainable
 
 
@@ -75,13 +75,13 @@ def test_sparse_config_gives_sparse_embedding_gradients():
         assert model.item_emb.weight.grad.is_sparse is sparse
 
 
-def test_sparse_unset_chooses_by_table_size():
+def test_sparse_auto_chooses_by_table_size():
     from recfunnel.models.base import SPARSE_MIN_PARAMS
     from recfunnel.models.mf import MF
 
-    small = MF(MFConfig(factors=8), 100, 200)
+    small = MF(MFConfig(factors=8, sparse="auto"), 100, 200)
     assert not small.user_emb.sparse and not small.item_emb.sparse and not small.item_bias.sparse
     rows = SPARSE_MIN_PARAMS // 8
-    mixed = MF(MFConfig(factors=8), 100, rows)  # a big item table, a small user table
+    mixed = MF(MFConfig(factors=8, sparse="auto"), 100, rows)  # a big item table, a small user table
     assert mixed.item_emb.sparse and mixed.item_bias.sparse and not mixed.user_emb.sparse
-    assert MF(MFConfig(factors=8, sparse=True), 100, 200).user_emb.sparse  # an explicit choice wins
+    assert MF(MFConfig(factors=8), 100, 200).user_emb.sparse  # the default: sparse tables

@@ -22,7 +22,7 @@ __all__ = ["Item2Vec", "Item2VecConfig"]
 class Item2VecConfig(ModelConfig):
     dim: int = Field(64, ge=1, description="embedding dimension")
     recent: int = Field(20, ge=1, description="latest items averaged into a user vector")
-    sparse: Sparse = Field("auto", description=SPARSE_HELP)
+    sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
 @register

@@ -12,7 +12,7 @@ from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, regis
 class MFConfig(ModelConfig):
     factors: int = Field(64, ge=1, description="embedding dimension")
     init_std: float = Field(0.01, gt=0, description="std of the normal initialisation")
-    sparse: Sparse = Field("auto", description=SPARSE_HELP)
+    sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
 @register

@@ -36,7 +36,7 @@ def _tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
 
 class GMFConfig(ModelConfig):
     factors: int = Field(8, ge=1, description="predictive factors (embedding dimension)")
-    sparse: Sparse = Field("auto", description=SPARSE_HELP)
+    sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
 @register
@@ -71,7 +71,7 @@ class MLPConfig(ModelConfig):
         (64, 32, 16, 8), description="tower sizes; embeddings are layers[0]/2 each"
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
-    sparse: Sparse = Field("auto", description=SPARSE_HELP)
+    sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
 @register
@@ -104,7 +104,7 @@ class NeuMFConfig(ModelConfig):
     factors: int = Field(8, ge=1, description="GMF predictive factors")
     layers: tuple[int, ...] = Field((64, 32, 16, 8), description="MLP tower sizes")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the MLP tower")
-    sparse: Sparse = Field("auto", description=SPARSE_HELP)
+    sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
 @register
