@@ -509,6 +509,12 @@ def bench(
             "file's rows of other models are kept and those of the models run are replaced",
         ),
     ] = [],
+    seed: Annotated[
+        list[int],
+        typer.Option(
+            "--seed", help="training seed (repeatable; retrieval-ml100k: mean +- std rows over them)"
+        ),
+    ] = [],
 ) -> None:
     """Run a named benchmark suite; rows {suite, model, dataset, protocol, split, seed, metrics,
     train_seconds, eval_seconds, peak_rss_mb, params}."""
@@ -517,7 +523,14 @@ def bench(
     if suite not in SUITES:
         _fail(f"unknown suite {suite!r}; valid: {', '.join(sorted(SUITES))}")
     try:
-        rows = run_suite(suite, quick=quick, data_root=data_root, progress=progress, models=models or None)
+        rows = run_suite(
+            suite,
+            quick=quick,
+            data_root=data_root,
+            progress=progress,
+            models=models or None,
+            seeds=seed or None,
+        )
     except ValueError as e:
         _fail(str(e))
     for r in rows:

@@ -147,3 +147,27 @@ def test_plots_are_drawn_from_the_rows_and_linked_from_the_markdown(tmp_path):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = render_markdown(seq, "cmd", plots={"seq-toy": ["plots/seq-toy-curves.png"]})
     assert "![seq-toy: seq-toy-curves](plots/seq-toy-curves.png)" in text
+
+
+def test_aggregate_rows_replace_their_seed_rows_and_single_seed_rows_stay():
+    from recfunnel.bench.report import render_markdown
+
+    base = {"suite": "retrieval-ml100k", "protocol": "full", "dataset": "d", "split": "s"}
+    rows = [
+        {**base, "model": "A", "seed": 0, "metrics": {"ndcg@10": 0.11}, "train_seconds": 1.0},
+        {**base, "model": "A", "seed": 1, "metrics": {"ndcg@10": 0.13}, "train_seconds": 1.0},
+        {
+            **base,
+            "model": "A",
+            "seed": None,
+            "seeds": [0, 1],
+            "aggregate": True,
+            "metrics": {"ndcg@10": 0.12},
+            "metrics_std": {"ndcg@10": 0.0141},
+            "train_seconds": 1.0,
+        },
+        {**base, "model": "EASE", "seed": 0, "metrics": {"ndcg@10": 0.07}, "train_seconds": 0.5},
+    ]
+    text = render_markdown(rows, "cmd")
+    assert "| A | 0.1200 +- 0.0141 |" in text and "| EASE | 0.0700 |" in text
+    assert "0.1100" not in text and "seeds [0, 1]" in text

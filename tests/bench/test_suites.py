@@ -119,3 +119,33 @@ def test_optimiser_step_bench_reports_both_optimisers_per_size():
     m = rows[0]["metrics"]
     assert m["sparse_adam_ms"] > 0 and m["dense_adam_ms"] > 0
     assert m["dense_over_sparse"] == pytest.approx(m["dense_adam_ms"] / m["sparse_adam_ms"])
+
+
+def test_aggregate_seeds_gives_mean_and_sample_std_per_model_and_protocol():
+    from recfunnel.bench.suites import aggregate_seeds
+
+    rows = [
+        {
+            "model": "A",
+            "protocol": "full",
+            "dataset": "d",
+            "seed": s,
+            "metrics": {"ndcg@10": v},
+            "train_seconds": t,
+        }
+        for s, v, t in [(0, 0.1, 1.0), (1, 0.2, 3.0), (2, 0.3, 5.0)]
+    ] + [{"model": "B", "protocol": "full", "dataset": "d", "seed": 0, "metrics": {"ndcg@10": 0.5}}]
+    (agg,) = aggregate_seeds(rows)  # B has one seed: no aggregate
+    assert agg["model"] == "A" and agg["aggregate"] and agg["seeds"] == [0, 1, 2] and agg["seed"] is None
+    assert agg["metrics"]["ndcg@10"] == pytest.approx(0.2)
+    assert agg["metrics_std"]["ndcg@10"] == pytest.approx(0.1)  # ddof=1
+    assert agg["train_seconds"] == pytest.approx(3.0)
+
+
+def test_seeds_are_refused_by_suites_that_run_one():
+    from recfunnel.bench.suites import run_suite
+
+    with pytest.raises(ValueError, match="does not take seeds"):
+        run_suite("ncf-ml100k", quick=True, seeds=[0, 1])
+    with pytest.raises(ValueError, match="does not take seeds"):
+        run_suite("ann", quick=True, seeds=[0, 1])

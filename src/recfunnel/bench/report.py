@@ -313,10 +313,15 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
     )
     lines.append("")
     aggregates = [r for r in rows if r.get("aggregate")]
-    shown = aggregates or [r for r in rows if not r.get("aggregate")]
+    covered = {(r.get("model"), r.get("protocol")) for r in aggregates}
+    # a model's seed rows give way to its aggregate row; rows of single-seed models stay
+    shown = [r for r in rows if r.get("aggregate") or (r.get("model"), r.get("protocol")) not in covered]
     if aggregates:
-        seeds = sorted({r.get("seed") for r in rows if not r.get("aggregate")} - {None})
-        lines += [f"Mean +- standard deviation over seeds {seeds}.", ""]
+        seeds = sorted({s for r in aggregates for s in r.get("seeds") or []} - {None})
+        lines += [
+            f"Mean +- standard deviation over seeds {seeds} where a +- is shown; other rows: one run.",
+            "",
+        ]
     for protocol in _uniq(shown, "protocol"):
         prow = [r for r in shown if r.get("protocol") == protocol]
         keys = [

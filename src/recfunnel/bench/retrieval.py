@@ -1,6 +1,7 @@
 """Benchmark suite ``retrieval-ml100k`` (issue 4): the candidate-generation models on MovieLens-100K.
 
-* Warm protocol: leave-one-out (seed 0, the split of ``ncf-ml100k``), full ranking with train (and
+* Warm protocol (``--seed`` repeatable: training seeds, mean +- std rows): leave-one-out (split
+  seed 0, the split of ``ncf-ml100k``), full ranking with train (and
   valid) items masked, Recall@{20,50,100} and NDCG@10 (K in 10/20/50/100). Models: two-tower with
   and without logQ correction x with and without the text vector, Item2Vec, MF-BPR (the
   ``ncf-ml100k`` config) and EASE. Trainable models stop early on the valid part (full ranking,
@@ -135,7 +136,7 @@ def _base_row(ds, label: str, family: str, quick: bool) -> dict[str, Any]:
     }
 
 
-def _warm_rows(label: str, ds, split, quick: bool, progress: bool) -> list[dict]:
+def _warm_rows(label: str, ds, split, quick: bool, progress: bool, seed: int = 0) -> list[dict]:
     from recfunnel.eval.protocols import evaluate
     from recfunnel.models.towers import TwoTower
     from recfunnel.pipeline import ObjectiveSection, train_model
@@ -144,7 +145,7 @@ def _warm_rows(label: str, ds, split, quick: bool, progress: bool) -> list[dict]
     family, params, objective, train = ENTRIES[label]
     if quick and train:
         train = dict(train, epochs=1 if family != "mf" else 2, patience=0)
-    train_cfg = TrainConfig(**dict(train, progress=False))
+    train_cfg = TrainConfig(**dict(train, seed=seed, progress=False))
     obj = ObjectiveSection(**objective)
     t0 = time.perf_counter()
     seed_everything(train_cfg.seed)  # the tower weights are initialised here, before train_model
@@ -431,9 +432,12 @@ def run_retrieval_suite(
     models=None,
     isolate=None,
     threads: int | None = 1,
+    seeds: tuple[int, ...] = (0,),
 ) -> list[dict]:
     """Rows of the retrieval-ml100k suite (warm full ranking for each entry + the cold-start
-    protocol). `models`: labels of ENTRIES and/or "cold-start"; default all."""
+    protocol). `models`: labels of ENTRIES and/or "cold-start"; default all. `seeds`: training
+    seeds of the trained warm models (the split stays seed 0); with two or more, mean +- std
+    ``aggregate`` rows are added (closed-form EASE and the cold-start protocol run once)."""
     _register()
     wanted = list(ENTRIES) + ["cold-start"] if models is None else list(models)
     unknown = set(wanted) - set(ENTRIES) - {"cold-start"}
@@ -448,8 +452,14 @@ def run_retrieval_suite(
         for label in wanted:
             if label == "cold-start":
                 rows += _cold_rows(ds, quick, progress)
-            else:
-                rows += _warm_rows(label, ds, split, quick, progress)
+                continue
+            trained = bool(ENTRIES[label][3])
+            for seed in seeds if trained else seeds[:1]:
+                rows += _warm_rows(label, ds, split, quick, progress, seed)
+        if len(seeds) > 1:
+            from recfunnel.bench.suites import aggregate_seeds
+
+            rows += aggregate_seeds(rows)
         return rows
     finally:
         torch.set_num_threads(before)
@@ -463,8 +473,9 @@ def main(argv=None) -> None:
     )
     p.add_argument("--models", nargs="*", default=None, help=f"subset of {[*ENTRIES, 'cold-start']}")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seeds", type=int, nargs="*", default=[0], help="training seeds (mean +- std rows)")
     a = p.parse_args(argv)
-    rows = run_retrieval_suite(a.quick, models=a.models, threads=a.threads)
+    rows = run_retrieval_suite(a.quick, models=a.models, threads=a.threads, seeds=tuple(a.seeds))
     if a.out:
         if a.models is not None:
             from recfunnel.bench.suites import merged_with_file

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
+import inspect
 import json
 import os
 import platform
@@ -46,7 +47,16 @@ import torch
 
 from recfunnel.atomic import atomic_write_text
 
-__all__ = ["ROW_CONTRACT", "SUITES", "Entry", "machine_info", "merged_with_file", "run_suite", "write_json"]
+__all__ = [
+    "ROW_CONTRACT",
+    "SUITES",
+    "Entry",
+    "aggregate_seeds",
+    "machine_info",
+    "merged_with_file",
+    "run_suite",
+    "write_json",
+]
 
 #: keys every bench row carries (suites add their own beside them)
 ROW_CONTRACT = frozenset(
@@ -578,10 +588,17 @@ def _lazy(module: str, attr: str, key: str | None = None) -> Callable[..., list[
         if key is not None:
             fn = fn[key]
         accepted = inspect.signature(fn).parameters
+        if kwargs.get("seeds") is not None and "seeds" not in accepted:
+            raise ValueError(f"suite {key or attr} does not take seeds")
         return fn(**{k: v for k, v in kwargs.items() if k in accepted and v is not None})
 
     run.__doc__ = f"suite from {module}.{attr}"
+    run.lazy = True  # type: ignore[attr-defined]
     return run
+
+
+def _is_lazy(fn: Callable[..., list[dict]]) -> bool:
+    return bool(getattr(fn, "lazy", False))
 
 
 SUITES: dict[str, Callable[..., list[dict]]] = {
@@ -606,6 +623,7 @@ def run_suite(
     models: Sequence[str] | None = None,
     isolate: bool | None = None,
     threads: int | None = 1,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict]:
     """Run the suite `name` and return its rows (see the module docstring for the row keys).
 
@@ -619,9 +637,49 @@ def run_suite(
         fn = SUITES[name]
     except KeyError:
         raise ValueError(f"unknown suite {name!r}; valid: {', '.join(sorted(SUITES))}") from None
+    extra = {} if seeds is None else {"seeds": tuple(seeds)}
+    if seeds is not None and "seeds" not in inspect.signature(fn).parameters and not _is_lazy(fn):
+        raise ValueError(f"suite {name} does not take seeds")
     return fn(
-        quick=quick, data_root=data_root, progress=progress, models=models, isolate=isolate, threads=threads
+        quick=quick,
+        data_root=data_root,
+        progress=progress,
+        models=models,
+        isolate=isolate,
+        threads=threads,
+        **extra,
     )
+
+
+def aggregate_seeds(rows: Sequence[dict]) -> list[dict]:
+    """One ``aggregate`` row per (model, protocol) that has rows of two or more seeds: every
+    numeric metric as the mean over the seeds (``metrics``) and its standard deviation, ddof=1
+    (``metrics_std``); the other keys from the seed-0 (first) row, ``seeds`` listing the seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if not r.get("aggregate"):
+            groups.setdefault((r.get("model"), r.get("protocol"), r.get("dataset")), []).append(r)
+    out = []
+    for rs in groups.values():
+        if len({r.get("seed") for r in rs}) < 2:
+            continue
+        keys = [k for k, v in rs[0]["metrics"].items() if isinstance(v, (int, float))]
+        arr = {k: np.array([r["metrics"][k] for r in rs], dtype=np.float64) for k in keys}
+        times = np.array([r.get("train_seconds") or 0.0 for r in rs], dtype=np.float64)
+        out.append(
+            {
+                **rs[0],
+                "seed": None,
+                "seeds": [r.get("seed") for r in rs],
+                "aggregate": True,
+                "metrics": {k: float(v.mean()) for k, v in arr.items()},
+                "metrics_std": {k: float(v.std(ddof=1)) for k, v in arr.items()},
+                "train_seconds": float(times.mean()),
+                "train_seconds_std": float(times.std(ddof=1)),
+                "valid_history": [],
+            }
+        )
+    return out
 
 
 def merged_with_file(
