@@ -533,6 +533,15 @@ def bench(
         )
     except ValueError as e:
         _fail(str(e))
+    command = " ".join(
+        ["recfunnel", "bench", suite]
+        + (["--quick"] if quick else [])
+        + [f"-m {m}" for m in models]
+        + [f"--seed {x}" for x in seed]
+        + ([f"--json {json_out}"] if json_out else [])
+    )
+    for r in rows:
+        r["command"] = command
     for r in rows:
         metrics = r.get("metrics") or {}
         shown = "  ".join(f"{k} {v:.4f}" for k, v in list(metrics.items())[:4] if isinstance(v, (int, float)))

@@ -171,3 +171,18 @@ def test_aggregate_rows_replace_their_seed_rows_and_single_seed_rows_stay():
     text = render_markdown(rows, "cmd")
     assert "| A | 0.1200 +- 0.0141 |" in text and "| EASE | 0.0700 |" in text
     assert "0.1100" not in text and "seeds [0, 1]" in text
+
+
+def test_rows_name_the_commands_that_wrote_them():
+    from recfunnel.bench.report import render_markdown
+
+    base = {"suite": "seq-toy", "protocol": "full", "dataset": "d", "metrics": {"ndcg@10": 0.1}}
+    rows = [
+        {**base, "model": "A"},
+        {**base, "model": "B", "command": "recfunnel bench seq-toy -m B --json x"},
+    ]
+    text = render_markdown(rows, "cmd")
+    assert (
+        "Rows measured by: `recfunnel bench seq-toy --json bench/results/seq-toy.json`; then "
+        "`recfunnel bench seq-toy -m B --json x`" in text
+    )

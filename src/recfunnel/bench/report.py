@@ -208,7 +208,7 @@ def _suite_section(suite: str, rows: list[dict], command: str) -> list[str]:
     if any(r.get("quick") for r in rows):
         lines += ["> Quick run (CI-sized: few epochs); not comparable with full results.", ""]
     quick = " --quick" if any(r.get("quick") for r in rows) else ""
-    lines.append(f"Rows measured by: `recfunnel bench {suite}{quick} --json bench/results/{suite}.json`  ")
+    lines.append(_measured_by(suite, quick, rows))
     lines.append(f"Rendered by: `{command}`")
     lines.append("")
     for ds in _uniq(rows, "dataset"):
@@ -283,6 +283,18 @@ def _num(v: object) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4f}"
 
 
+def _measured_by(suite: str, quick: str, rows: list[dict]) -> str:
+    """The commands that wrote the rows (`recfunnel bench` records its command in each row); rows
+    without one are attributed to the suite's plain command."""
+    recorded = list(dict.fromkeys(str(r["command"]) for r in rows if r.get("command")))
+    plain = f"recfunnel bench {suite}{quick} --json bench/results/{suite}.json"
+    if not recorded:
+        return f"Rows measured by: `{plain}`  "
+    if any(not r.get("command") for r in rows):
+        recorded.insert(0, plain)  # older rows carry no command: the plain one wrote them
+    return "Rows measured by: " + "; then ".join(f"`{c}`" for c in recorded) + "  "
+
+
 def _date_range(rows: list[dict]) -> str:
     """The first and last row date (rows of one suite may come from runs of some of its models)."""
     dates = sorted(str(r["date"]) for r in rows if r.get("date"))
@@ -298,7 +310,7 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
     lines = [f"## {suite}", ""]
     if quick:
         lines += ["> Quick run (CI-sized); not comparable with full results.", ""]
-    lines.append(f"Rows measured by: `recfunnel bench {suite}{quick} --json bench/results/{suite}.json`  ")
+    lines.append(_measured_by(suite, quick, rows))
     lines.append(f"Rendered by: `{command}`")
     lines.append("")
     first = rows[0]
