@@ -354,8 +354,11 @@ def cold_start_eval(
     return out
 
 
-def _cold_rows(ds, quick: bool, progress: bool) -> list[dict]:
+def _cold_rows(ds, quick: bool, progress: bool, seed: int = 0) -> list[dict]:
+    """Rows of the cold-start protocol for one training seed of the content-only model (the
+    held-out items stay those of seed 0); the baselines, which do not train, only for seed 0."""
     train = dict(COLD_TRAIN, epochs=1) if quick else COLD_TRAIN
+    train = dict(train, seed=seed)
     res = cold_start_eval(ds, 0.1, 0, COLD_PARAMS, train)
     split_desc = f"cold_items(fraction=0.1, seed=0, held_out={res['held_out_items']})"
     rows = []
@@ -380,13 +383,15 @@ def _cold_rows(ds, quick: bool, progress: bool) -> list[dict]:
             "cold-start-10pct-all-items",
         ),
     ):
+        if seed != 0 and family != "two-tower":
+            continue
         row = _base_row(ds, label, family, quick)
         row.update(
             {
                 "protocol": protocol,
                 "split": split_desc,
                 "part": "held-out items",
-                "seed": 0,
+                "seed": seed,
                 "metrics": res[key],
                 "n_eval_users": res["eval_users"],
                 "train_seconds": res["train_seconds"] if family == "two-tower" else 0.0,
@@ -437,7 +442,8 @@ def run_retrieval_suite(
     """Rows of the retrieval-ml100k suite (warm full ranking for each entry + the cold-start
     protocol). `models`: labels of ENTRIES and/or "cold-start"; default all. `seeds`: training
     seeds of the trained warm models (the split stays seed 0); with two or more, mean +- std
-    ``aggregate`` rows are added (closed-form EASE and the cold-start protocol run once)."""
+    ``aggregate`` rows are added (closed-form EASE and the untrained cold-start baselines run
+    once; the content-only model once per seed on the same held-out items)."""
     _register()
     wanted = list(ENTRIES) + ["cold-start"] if models is None else list(models)
     unknown = set(wanted) - set(ENTRIES) - {"cold-start"}
@@ -451,7 +457,8 @@ def run_retrieval_suite(
         rows: list[dict] = []
         for label in wanted:
             if label == "cold-start":
-                rows += _cold_rows(ds, quick, progress)
+                for seed in seeds:
+                    rows += _cold_rows(ds, quick, progress, seed)
                 continue
             trained = bool(ENTRIES[label][3])
             for seed in seeds if trained else seeds[:1]:
