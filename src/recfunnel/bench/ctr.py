@@ -14,13 +14,10 @@ and reports median wall and CPU times, samples per second and the Trainer's over
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as _dt
 import functools
 import math
 import multiprocessing
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recfunnel.bench.suites import peak_rss_mb, utc_now
 from recfunnel.data.fields import CTRPart, FieldSchema, ctr_parts
 from recfunnel.eval.ctr import ctr_validator, evaluate_ctr
 from recfunnel.models.ctr.base import CTRModel, build_ctr
@@ -133,15 +131,6 @@ def fit_ctr(
     return model, report
 
 
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
-
-
-def _utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
 def _run_seed(entry: CTREntry, seed: int, data_root: str | None, quick: bool, progress: bool) -> dict:
     from recfunnel.bench.suites import machine_info
 
@@ -205,7 +194,7 @@ def _run_seed(entry: CTREntry, seed: int, data_root: str | None, quick: bool, pr
         "n_eval_users": result.n_users,
         "train_seconds": train_seconds,
         "eval_seconds": result.seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         **fit,
         "data": {
             "n_train": len(parts["train"]),
@@ -216,7 +205,7 @@ def _run_seed(entry: CTREntry, seed: int, data_root: str | None, quick: bool, pr
         },
         "quick": quick,
         "machine": machine_info(),
-        "date": _utc_now(),
+        "date": utc_now(),
     }
 
 
@@ -516,10 +505,10 @@ def _throughput_row(tp: dict, rows: list[dict], quick: bool) -> dict:
         "throughput": tp,
         "train_seconds": tp["trainer_median_seconds"],
         "eval_seconds": 0.0,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "params": ref.get("params"),
         "samples_per_second": tp["trainer_samples_per_second"],
         "quick": quick,
         "machine": machine_info(),
-        "date": _utc_now(),
+        "date": utc_now(),
     }

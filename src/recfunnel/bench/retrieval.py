@@ -28,9 +28,7 @@ Run: ``python -m recfunnel.bench.retrieval [--quick] [--out bench/results/retrie
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import resource
 import sys
 import time
 from typing import Any
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 
 from recfunnel.atomic import atomic_write_text
+from recfunnel.bench.suites import param_count, peak_rss_mb, utc_now
 
 __all__ = ["ENTRIES", "cold_start_eval", "run_retrieval_suite"]
 
@@ -92,21 +91,6 @@ ENTRIES: dict[str, tuple[str, dict, dict, dict]] = {
 # content only; a content bias term lets cold items carry the popularity their content predicts
 COLD_PARAMS = dict(_TT, item_ids=False, use_text=True, item_bias=True)
 COLD_TRAIN = {"epochs": 10, "batch_size": 1024, "lr": 3e-3, "optimizer": "adam", "patience": 0}
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _param_count(model: torch.nn.Module) -> int:
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if n == 0:
-        n = sum(b.numel() for b in model.buffers() if b.is_floating_point())
-    return int(n)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def _register() -> None:
@@ -165,9 +149,9 @@ def _warm_rows(label: str, ds, split, quick: bool, progress: bool, seed: int = 0
             "n_eval_users": res.n_users,
             "train_seconds": train_seconds,
             "eval_seconds": res.seconds,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "peak_rss_scope": "process so far",
-            "params": _param_count(model),
+            "params": param_count(model),
             "config": {
                 "model": {"name": family, "params": params},
                 "objective": obj.model_dump(mode="json"),
@@ -183,7 +167,7 @@ def _warm_rows(label: str, ds, split, quick: bool, progress: bool, seed: int = 0
                 }
                 for h in hist
             ],
-            "date": _now(),
+            "date": utc_now(),
         }
     )
     if progress:
@@ -348,7 +332,7 @@ def cold_start_eval(
         held_out_interactions=int(len(test_rows)),
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
-        params=_param_count(model),
+        params=param_count(model),
         epochs_run=len(report.history),
     )
     return out
@@ -396,7 +380,7 @@ def _cold_rows(ds, quick: bool, progress: bool, seed: int = 0) -> list[dict]:
                 "n_eval_users": res["eval_users"],
                 "train_seconds": res["train_seconds"] if family == "two-tower" else 0.0,
                 "eval_seconds": res["eval_seconds"] if family == "two-tower" else 0.0,
-                "peak_rss_mb": _peak_rss_mb(),
+                "peak_rss_mb": peak_rss_mb(),
                 "peak_rss_scope": "process so far",
                 "params": params,
                 "config": {
@@ -414,7 +398,7 @@ def _cold_rows(ds, quick: bool, progress: bool, seed: int = 0) -> list[dict]:
                 "epochs_run": res["epochs_run"] if family == "two-tower" else None,
                 "n_interactions": res["held_out_interactions"],
                 "mean_candidates": res["n_candidates_within"] if protocol == "cold-start-10pct" else None,
-                "date": _now(),
+                "date": utc_now(),
             }
         )
         rows.append(row)

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime as _dt
 import json
 import multiprocessing
-import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +38,7 @@ import numpy as np
 import torch
 
 from recfunnel.atomic import atomic_write_text
+from recfunnel.bench.suites import param_count, result_rows
 
 __all__ = ["SEQ_SUITES", "SeqEntry", "run_seq_suite", "write_rows"]
 
@@ -183,18 +181,6 @@ def _quick(e: SeqEntry) -> SeqEntry:
 # running
 
 
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
-
-
-def _param_count(model: torch.nn.Module) -> int:
-    n = sum(p.numel() for p in model.parameters())
-    if n == 0:  # closed-form model: the learned float buffers
-        n = sum(b.numel() for b in model.buffers() if b.is_floating_point())
-    return int(n)
-
-
 def _first_users(ds, n: int):
     """The dataset restricted to users with index < n (all their rows, file order kept)."""
     rows = np.flatnonzero(ds.interactions.user < n)
@@ -238,7 +224,6 @@ def _run_job(job: _Job) -> list[dict]:
 
 
 def _run_entry(job: _Job) -> list[dict]:
-    from recfunnel.bench.suites import machine_info
     from recfunnel.eval.protocols import evaluate
     from recfunnel.pipeline import ObjectiveSection, train_model
     from recfunnel.train.trainer import TrainConfig
@@ -269,7 +254,7 @@ def _run_entry(job: _Job) -> list[dict]:
             "train": train_cfg.model_dump(mode="json", exclude={"progress"}),
             "valid_protocol": valid_protocol if hist else None,
         },
-        "params": _param_count(model),
+        "params": param_count(model),
         "train_seconds": train_seconds,
         "epoch_seconds": epoch_seconds if hist else None,
         "epochs_run": n_epochs if model.trainable else None,
@@ -293,37 +278,7 @@ def _run_entry(job: _Job) -> list[dict]:
             for h in hist
         ],
     }
-    peak, machine = _peak_rss_mb(), machine_info()
-    date = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    rows = []
-    for r in results:
-        rows.append(
-            {
-                "suite": spec.name,
-                "model": e.label,
-                "dataset": r.dataset,
-                "protocol": r.protocol,
-                "split": r.split,
-                "part": r.part,
-                "seed": r.seed,
-                "metrics": dict(r.metrics),
-                "n_eval_users": r.n_users,
-                "eval_seconds": r.seconds,
-                "peak_rss_mb": peak,
-                "peak_rss_scope": "model (fresh subprocess)" if job.isolated else "process so far",
-                **extra,
-                "data": {
-                    "n_users": ds.n_users,
-                    "n_items": ds.n_items,
-                    "n_interactions": len(ds.interactions),
-                    "n_train": int(len(split.train)),
-                },
-                "quick": job.quick,
-                "machine": machine,
-                "date": date,
-            }
-        )
-    return rows
+    return result_rows(spec.name, e.label, results, ds, int(len(split.train)), extra, job.quick, job.isolated)
 
 
 def _positions_per_epoch(model, ds, split, objective) -> int | None:

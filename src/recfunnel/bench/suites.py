@@ -129,16 +129,19 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
+    """Now in UTC, ISO 8601, whole seconds (the rows' ``date``)."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
 
-def _param_count(model: torch.nn.Module) -> int:
+def param_count(model: torch.nn.Module) -> int:
+    """Parameters of a model; for closed-form models (none) its learned float buffers."""
     n = sum(p.numel() for p in model.parameters())
     if n == 0:  # closed-form model: count the learned float buffers
         n = sum(b.numel() for b in model.buffers() if b.is_floating_point())
@@ -242,7 +245,7 @@ def _run_ours(job: _Job) -> list[dict]:
     extra = {
         "family": e.family,
         "config": config,
-        "params": _param_count(model),
+        "params": param_count(model),
         "train_seconds": fit_seconds,
         "epoch_seconds": sum(h["train_seconds"] for h in hist) if hist else None,
         "pretrain_seconds": pre_seconds if e.pretrain else None,
@@ -264,38 +267,50 @@ def _run_ours(job: _Job) -> list[dict]:
 
 
 def _rows(job: _Job, ds, results, extra: dict[str, Any]) -> list[dict]:
-    peak = _peak_rss_mb()
-    machine, date = machine_info(), _utc_now()
     n_train = int(len(_data(job.dataset, job.data_root, job.eval_negatives, job.split_seed)[1].train))
-    rows = []
-    for r in results:
-        rows.append(
-            {
-                "suite": job.suite,
-                "model": job.entry.label,
-                "dataset": r.dataset,
-                "protocol": r.protocol,
-                "split": r.split,
-                "part": r.part,
-                "seed": r.seed,
-                "metrics": dict(r.metrics),
-                "n_eval_users": r.n_users,
-                "eval_seconds": r.seconds,
-                "peak_rss_mb": peak,
-                "peak_rss_scope": "model (fresh subprocess)" if job.isolated else "process so far",
-                **extra,
-                "data": {
-                    "n_users": ds.n_users,
-                    "n_items": ds.n_items,
-                    "n_interactions": len(ds.interactions),
-                    "n_train": n_train,
-                },
-                "quick": job.quick,
-                "machine": machine,
-                "date": date,
-            }
-        )
-    return rows
+    return result_rows(job.suite, job.entry.label, results, ds, n_train, extra, job.quick, job.isolated)
+
+
+def result_rows(
+    suite: str,
+    label: str,
+    results: Sequence[Any],
+    ds: Any,
+    n_train: int,
+    extra: dict[str, Any],
+    quick: bool,
+    isolated: bool,
+) -> list[dict]:
+    """One bench row per evaluation Result of a model: the row contract's keys, `extra` (the
+    model's training figures) and the data sizes, machine and date."""
+    peak, machine, date = peak_rss_mb(), machine_info(), utc_now()
+    return [
+        {
+            "suite": suite,
+            "model": label,
+            "dataset": r.dataset,
+            "protocol": r.protocol,
+            "split": r.split,
+            "part": r.part,
+            "seed": r.seed,
+            "metrics": dict(r.metrics),
+            "n_eval_users": r.n_users,
+            "eval_seconds": r.seconds,
+            "peak_rss_mb": peak,
+            "peak_rss_scope": "model (fresh subprocess)" if isolated else "process so far",
+            **extra,
+            "data": {
+                "n_users": ds.n_users,
+                "n_items": ds.n_items,
+                "n_interactions": len(ds.interactions),
+                "n_train": n_train,
+            },
+            "quick": quick,
+            "machine": machine,
+            "date": date,
+        }
+        for r in results
+    ]
 
 
 class _FactorScorer:
