@@ -34,6 +34,15 @@ def _invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+def _train_plays(tmp_path: Path, model: str, out: Path, *extra, split: str = "random_holdout"):
+    """`recfunnel train` on the plays CSV (user_id, artist) with `model`, writing `out`."""
+    csv = _plays_csv(tmp_path / "plays.csv")
+    return _invoke(
+        "train", "--table", csv, "--user-col", "user_id", "--item-col", "artist", "--split", split,
+        "-m", model, "--no-progress", "-o", out, *extra,
+    )  # fmt: skip
+
+
 def test_every_command_has_help_that_explains_options():
     for cmd in ("train", "evaluate", "recommend", "similar", "models", "datasets", "bench", "bench-report"):
         res = _invoke(cmd, "--help")
@@ -83,23 +92,7 @@ def test_train_on_own_csv_with_play_counts_and_no_timestamps(tmp_path):
 
 
 def test_time_based_split_on_data_without_time_says_so(tmp_path):
-    csv = _plays_csv(tmp_path / "plays.csv")
-    res = _invoke(
-        "train",
-        "--table",
-        csv,
-        "--user-col",
-        "user_id",
-        "--item-col",
-        "artist",
-        "--split",
-        "leave_one_out",
-        "-m",
-        "popularity",
-        "-o",
-        tmp_path / "a",
-        "--no-progress",
-    )
+    res = _train_plays(tmp_path, "popularity", tmp_path / "a", split="leave_one_out")
     assert res.exit_code == 2
     assert "no timestamp" in res.output and "random_holdout" in res.output
 
@@ -148,25 +141,7 @@ def test_unknown_suite_lists_valid_names():
 
 
 def test_bad_param_value_is_rejected_with_reason(tmp_path):
-    csv = _plays_csv(tmp_path / "plays.csv")
-    res = _invoke(
-        "train",
-        "--table",
-        csv,
-        "--user-col",
-        "user_id",
-        "--item-col",
-        "artist",
-        "--split",
-        "random_holdout",
-        "-m",
-        "ease",
-        "-p",
-        "l2=-1",
-        "-o",
-        tmp_path / "a",
-        "--no-progress",
-    )
+    res = _train_plays(tmp_path, "ease", tmp_path / "a", "-p", "l2=-1")
     assert res.exit_code == 2
     assert "l2" in res.output
 
@@ -181,30 +156,12 @@ def test_half_written_artifact_is_refused_with_a_clear_error(tmp_path):
 
 
 def test_train_resume_continues_from_checkpoint(tmp_path):
-    csv = _plays_csv(tmp_path / "plays.csv")
-    common = [
-        "train",
-        "--table",
-        csv,
-        "--user-col",
-        "user_id",
-        "--item-col",
-        "artist",
-        "--split",
-        "random_holdout",
-        "-m",
-        "gmf",
-        "--batch-size",
-        "64",
-        "--no-progress",
-        "-o",
-        tmp_path / "a",
-    ]
-    res = _invoke(*common, "--epochs", "2")
+    common = ("--batch-size", "64")
+    res = _train_plays(tmp_path, "gmf", tmp_path / "a", *common, "--epochs", "2")
     assert res.exit_code == 0, res.output
     log = json.loads((tmp_path / "a.ckpt" / "log.json").read_text())
     assert len(log) == 2
-    res = _invoke(*common, "--epochs", "3", "--resume")
+    res = _train_plays(tmp_path, "gmf", tmp_path / "a", *common, "--epochs", "3", "--resume")
     assert res.exit_code == 0, res.output
     log = json.loads((tmp_path / "a.ckpt" / "log.json").read_text())
     assert [e["epoch"] for e in log] == [0, 1, 2]
@@ -249,28 +206,8 @@ def test_main_job_prints_results_and_titled_top10_on_movielens(tmp_path):
 
 
 def test_recommend_through_an_ann_index_matches_exact(tmp_path):
-    csv = _plays_csv(tmp_path / "plays.csv")
     out = tmp_path / "mf"
-    res = _invoke(
-        "train",
-        "--table",
-        csv,
-        "--user-col",
-        "user_id",
-        "--item-col",
-        "artist",
-        "--split",
-        "random_holdout",
-        "-m",
-        "mf",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "64",
-        "--no-progress",
-        "-o",
-        out,
-    )
+    res = _train_plays(tmp_path, "mf", out, "--epochs", "2", "--batch-size", "64")
     assert res.exit_code == 0, res.output
     res = _invoke("index", out, "--backend", "hnsw", "-p", "ef_search=64")
     assert res.exit_code == 0, res.output
@@ -283,27 +220,8 @@ def test_recommend_through_an_ann_index_matches_exact(tmp_path):
 
 
 def test_index_of_a_model_without_item_vectors_is_refused(tmp_path):
-    csv = _plays_csv(tmp_path / "plays.csv")
     out = tmp_path / "ease"
-    assert (
-        _invoke(
-            "train",
-            "--table",
-            csv,
-            "--user-col",
-            "user_id",
-            "--item-col",
-            "artist",
-            "--split",
-            "random_holdout",
-            "-m",
-            "ease",
-            "--no-progress",
-            "-o",
-            out,
-        ).exit_code
-        == 0
-    )
+    assert _train_plays(tmp_path, "ease", out).exit_code == 0
     res = _invoke("index", out)
     assert res.exit_code == 2 and "item vectors" in res.output
 
