@@ -5,11 +5,12 @@ the candidate list while searching) trades recall for speed and can change after
 ``k`` results explores at least ``k`` candidates (FAISS uses ``max(ef_search, k)``).
 
 Defaults come from the ``ann`` benchmark (bench/results/ann.json, shared 2-core machine, one batch of
-1000 queries, 1 thread): on 1M clustered 64-d vectors m=32, ef_construction=100 (321 s to build,
-504 MB) and ef_search=128 gave recall@10 0.997 / recall@100 0.993 at 1,579 queries/s, 21.5x exact
-search's 73 (ef_search=64: 0.988 at 36x; 32: 0.943). On MF-BPR item vectors of ml-100k it gave
-recall@100 0.997. 128 keeps a margin for real embeddings, which are usually harder than Gaussian
-clusters; lower it where queries per second matter more than the last percent of recall.
+1000 queries, 1 thread; BENCHMARKS.md renders it): on 1M clustered 64-d vectors m=32,
+ef_construction=100 (473 s to build, 504 MB) and ef_search=128 gave recall@10 0.9975 / recall@100
+0.993 at 1,582 queries/s, 26x exact search's 61 (ef_search=64: 0.988 at 47x; 32: 0.943). On ml-100k
+item vectors it gave recall@100 0.997 (MF-BPR) and 0.981 (TwoTower-logQ). 128 keeps a margin for
+real embeddings, which are usually harder than Gaussian clusters; lower it where queries per second
+matter more than the last percent of recall.
 """
 
 from __future__ import annotations

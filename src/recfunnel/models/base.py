@@ -72,8 +72,8 @@ class HistoryAware(Protocol):
 #: With ``sparse="auto"``, ID tables with at least this many parameters (rows x dim) get sparse
 #: gradients (SparseAdam) and smaller ones dense foreach Adam, which steps faster there. From
 #: `recfunnel bench optim` (3 x 1024 lookups a step, 1 thread): 10k x 64 rows dense 0.74x the
-#: sparse step time, 15k x 64 1.00x, 100k x 64 5.7x, 500k x 64 47x. The default stays True (every
-#: recorded benchmark used it); on MovieLens-100K "auto" trained MF-BPR ~1.5x faster.
+#: sparse step time, 15k x 64 1.00x, 100k x 64 5.7x, 500k x 64 47x. The default stays True: every
+#: recorded benchmark used it.
 SPARSE_MIN_PARAMS = 1_000_000
 
 SPARSE_HELP = (
