@@ -22,7 +22,7 @@ from torch import nn
 
 __all__ = ["DEFAULT_ROWS", "run", "run_optim_suite", "step_ms"]
 
-DEFAULT_ROWS = (2_000, 20_000, 100_000, 500_000)
+DEFAULT_ROWS = (2_000, 10_000, 15_000, 20_000, 100_000, 500_000)
 
 
 def step_ms(

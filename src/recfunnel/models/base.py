@@ -71,14 +71,15 @@ class HistoryAware(Protocol):
 
 #: With ``sparse="auto"``, ID tables with at least this many parameters (rows x dim) get sparse
 #: gradients (SparseAdam) and smaller ones dense foreach Adam, which steps faster there. From
-#: `recfunnel bench optim` (3 x 1024 lookups a step, 1 thread): 10k x 64 rows dense 0.74x the
-#: sparse step time, 15k x 64 1.00x, 100k x 64 5.7x, 500k x 64 47x. The default stays True: every
-#: recorded benchmark used it.
-SPARSE_MIN_PARAMS = 1_000_000
+#: `recfunnel bench optim` (bench/results/optim.json; 3 x 1024 lookups a step, 1 thread): dense over
+#: sparse step time 0.82x at 10k x 64 rows, 1.51x at 15k x 64, 12x at 100k x 64, 57x at 500k x 64,
+#: so the line sits between 640k and 960k parameters. The default stays True: every recorded
+#: benchmark used it.
+SPARSE_MIN_PARAMS = 800_000
 
 SPARSE_HELP = (
     "sparse gradients (SparseAdam) for the ID tables: true, false, or 'auto': only for tables of "
-    ">= 1M parameters (rows x dim), where they pay off (smaller catalogues train faster dense)"
+    ">= 800k parameters (rows x dim), where they pay off (smaller catalogues train faster dense)"
 )
 Sparse = bool | Literal["auto"]
 
