@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 import recfunnel
 from recfunnel.atomic import atomic_dir
+from recfunnel.errors import RecfunnelError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -50,7 +51,7 @@ WEIGHTS_NAME = "weights.safetensors"
 _VOCAB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-class ArtifactError(Exception):
+class ArtifactError(RecfunnelError):
     """An artifact folder is missing, half-written, corrupt, or from an incompatible format version."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recfunnel.errors import RecfunnelError
 
-class DataError(ValueError):
+
+class DataError(RecfunnelError, ValueError):
     """Bad input data. The message names file, line (1-based) and column where known."""
 
     def __init__(

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 import recfunnel
 from recfunnel.artifacts import safetensors_ready, sha256_file
 from recfunnel.atomic import atomic_dir
+from recfunnel.errors import RecfunnelError
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint"]
 
@@ -40,7 +41,7 @@ _TUPLE = "__tuple__"
 _TENSOR = "__tensor__"
 
 
-class CheckpointError(Exception):
+class CheckpointError(RecfunnelError):
     """A checkpoint is missing, half-written, corrupt, or does not fit the model/optimizers given."""
 
 

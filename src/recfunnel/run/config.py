@@ -1,0 +1,167 @@
+"""One typed config for every run: data -> split -> model (+ features / CTR task) -> objective ->
+train -> eval. A TOML file maps onto :class:`RunConfig`; every result and artifact prints it back.
+
+Sections: ``data`` (which interactions), ``split`` (how they are held out), ``model`` (family and
+hyper-parameters), ``features`` (feature fields for the families that read feature tables:
+two-tower, the CTR rankers, LightGBM), ``ctr`` (the labelled-row task of a CTR ranker),
+``objective``, ``train`` and ``eval``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from recfunnel.data.schema import ColumnMapping
+from recfunnel.train.trainer import TrainConfig
+
+__all__ = [
+    "CTRSection",
+    "DataConfig",
+    "EvalSection",
+    "FeatureSection",
+    "ModelSection",
+    "ObjectiveSection",
+    "RunConfig",
+    "SplitConfig",
+    "TrainConfig",
+]
+
+PROTOCOLS = ("full", "full-unmasked", "sampled")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    dataset: str | None = Field(
+        "ml-100k", description="a named dataset under the data root, or a folder/file path"
+    )
+    table: ColumnMapping | None = Field(
+        None, description="your own CSV/TSV/Parquet file (instead of dataset)"
+    )
+    data_root: Path | None = Field(
+        None, description="data root (default: $RECFUNNEL_DATA, else ../shared/data)"
+    )
+    rating_threshold: float | None = Field(
+        None, description="keep ratings >= this as positives (explicit -> implicit)"
+    )
+
+
+class SplitConfig(_Strict):
+    method: Literal["leave_one_out", "random_holdout", "temporal", "ratio"] = Field(
+        "leave_one_out", description="how interactions are held out (temporal/leave_one_out need timestamps)"
+    )
+    fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train/valid/test for temporal, ratio"
+    )
+    seed: int = Field(0, description="seed for random splits and evaluation negatives")
+    eval_negatives: int = Field(
+        99, ge=0, description="fixed negatives per held-out user for the sampled protocol"
+    )
+    path: Path | None = Field(
+        None, description="load this saved split instead of making one (same dataset only)"
+    )
+
+
+class ModelSection(_Strict):
+    name: str = Field("neumf", description="model family (see `recfunnel models`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the family's hyper-parameters")
+    pretrain: bool = Field(False, description="NeuMF only: initialise from trained GMF and MLP (alpha below)")
+    alpha: float = Field(0.5, ge=0, le=1, description="NeuMF pre-training trade-off (He et al. eq. 13)")
+    finetune: TrainConfig | None = Field(
+        None, description="NeuMF with pretrain: train settings of the fine-tuning (default: `train`)"
+    )
+
+
+class FeatureSection(_Strict):
+    """Feature fields of the families that read feature tables (two-tower, CTR rankers, LightGBM)."""
+
+    preset: Literal["movielens", "ids"] = Field(
+        "movielens",
+        description="field declarations: 'movielens' (ids, user age/gender/occupation/zip, item "
+        "genres/year, recent items: those whose columns the data has) or 'ids' (ids and recent items)",
+    )
+    text: Literal["none", "title"] = Field(
+        "none",
+        description="two-tower: 'title' feeds each item's offline sentence vector of its title "
+        "(recfunnel.text) to the item tower (the same as params use_text=true)",
+    )
+    text_cache: Path | None = Field(None, description="folder for cached text vectors (default: none)")
+
+
+class CTRSection(_Strict):
+    """A CTR ranker's task: labelled rows (label = rating >= threshold) with the feature fields."""
+
+    label: Literal["rating"] = Field("rating", description="the column the label is derived from")
+    threshold: float = Field(4.0, description="label = 1 when the rating is >= this")
+    history: int = Field(10, ge=1, description="recent items before each row in its history field")
+    dense: bool = Field(True, description="also standardised numerics (age, release year) for DLRM")
+
+
+class ObjectiveSection(_Strict):
+    name: str | None = Field(None, description="objective (see `recfunnel models`); default: the family's own")
+    params: dict[str, Any] = Field(default_factory=dict, description="e.g. k (negatives per positive), reg")
+
+
+class EvalSection(_Strict):
+    protocols: tuple[str, ...] = Field(
+        ("full", "sampled"),
+        description="full ranking (seen items masked), full-unmasked (session data: repeats count) "
+        "and/or sampled ranking; CTR rankers are always evaluated by AUC / logloss / GAUC",
+    )
+    ks: tuple[int, ...] = Field((5, 10, 20), description="cut-offs K")
+    valid_protocol: str = Field("sampled", description="protocol used for early stopping on the valid part")
+
+    @field_validator("protocols")
+    @classmethod
+    def _known_protocols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in v if p not in ("full", "full-unmasked") and not p.startswith("sampled")]
+        if bad:
+            raise ValueError(f"unknown protocol(s) {bad}; valid: {', '.join(PROTOCOLS)}")
+        return v
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError(f"cut-offs K must be >= 1, got {list(v)}")
+        return v
+
+
+class RunConfig(_Strict):
+    """Everything that defines a run; printed back in every result and stored in the artifact."""
+
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelSection = ModelSection()
+    features: FeatureSection = FeatureSection()
+    ctr: CTRSection = CTRSection()
+    objective: ObjectiveSection = ObjectiveSection()
+    train: TrainConfig = TrainConfig()
+    eval: EvalSection = EvalSection()
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+        return cls.model_validate(deep_merge(raw, overrides or {}))
+
+    def updated(self, overrides: dict[str, Any]) -> RunConfig:
+        return RunConfig.model_validate(deep_merge(self.model_dump(), overrides))
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base`, section by section (neither is changed)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
