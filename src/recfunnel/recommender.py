@@ -15,13 +15,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recfunnel import __version__
-from recfunnel.artifacts import ArtifactError, load_artifact, save_artifact
 from recfunnel.data.dataset import Dataset
-from recfunnel.data.sequences import from_lists, user_sequences
-from recfunnel.data.splits import Split
+from recfunnel.data.sequences import from_lists
+from recfunnel.data.splits import Split, make_split
 from recfunnel.data.vocab import Vocab
-from recfunnel.models.base import Factorised, HistoryAware, Model, build_model, model_class
+from recfunnel.models.base import Factorised, HistoryAware, Model, model_class
+from recfunnel.run.artifact import load_model, save_model, seen_matrix
+from recfunnel.run.config import RunConfig
+from recfunnel.run.fit import FitResult, fit
+from recfunnel.run.scoring import candidate_scorer
 from recfunnel.train.trainer import TrainConfig, TrainReport
 
 
@@ -29,9 +31,13 @@ class Recommender:
     """A model plus the vocabularies and seen-item lists needed to answer with raw ids.
 
     Args:
-        model: a registered family name ("popularity", "ease", "mf", "gmf", "mlp", "neumf").
+        model: a registered family name (see `recfunnel models`: user x item models, the two-tower,
+            sequence models, and the CTR rankers / LightGBM, which score every item through their
+            feature fields).
         params: the family's hyper-parameters (see its Config); defaults are the paper's.
         train: TrainConfig (or a dict of its fields) for trainable families.
+        run: a whole RunConfig (features, CTR task, objective, eval); `model`, `params` and
+            `train` given here override its sections.
     """
 
     def __init__(
@@ -39,11 +45,16 @@ class Recommender:
         model: str = "neumf",
         params: dict[str, Any] | None = None,
         train: TrainConfig | dict[str, Any] | None = None,
+        run: RunConfig | None = None,
     ) -> None:
         model_class(model)  # fail early on an unknown name
         self.family = model
         self.params = dict(params or {})
         self.train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
+        base = run or RunConfig()
+        self.run_config = base.updated(
+            {"model": {"name": model, "params": self.params}, "train": self.train_config.model_dump()}
+        )
         self.model_: Model | None = None
         self.users_: Vocab | None = None
         self.items_: Vocab | None = None
@@ -51,29 +62,33 @@ class Recommender:
         self.titles_: list[str] | None = None
         self.report_: TrainReport | None = None
         self.metrics_: dict[str, Any] = {}
+        self.split_: Split | None = None
+        self.scorer_: Any = None  # scores (users, candidate items) for any family
 
     # ---- learning ---------------------------------------------------------------------------
-    def fit(self, dataset: Dataset, split: Split | None = None, **kwargs: Any) -> Recommender:
+    def fit(self, dataset: Dataset, split: Split | None = None, evaluate: bool = False) -> Recommender:
         """Train on `split`'s train part (a leave-one-out split when none is given, or a random
-        holdout when the data has no time); early stopping on its valid part."""
-        from recfunnel.data.splits import make_split
-        from recfunnel.pipeline import train_model
-
+        holdout when the data has no time) through :func:`recfunnel.run.fit`; early stopping on
+        its valid part. `evaluate`: also evaluate on the test part (``metrics_``)."""
         if split is None:
             split = make_split(dataset, "leave_one_out" if dataset.has_time else "random_holdout")
             split = split.with_negatives(dataset)
-        model, report = train_model(self.family, self.params, dataset, split, self.train_config, **kwargs)
-        return self._adopt(model, dataset, split, report)
+        return self._adopt(fit(self.run_config, dataset, split, evaluate=evaluate))
 
-    def _adopt(self, model: Model, dataset: Dataset, split: Split, report: TrainReport | None) -> Recommender:
-        self.model_, self.report_ = model.eval(), report
-        self.users_, self.items_ = dataset.users, dataset.items
-        seen_rows = np.concatenate([split.train, split.valid])
-        seen = dataset.interactions.take(np.sort(seen_rows))
-        self.seen_ = seen.matrix(dataset.n_users, dataset.n_items)
+    def _adopt(self, res: FitResult) -> Recommender:
+        ds, split = res.dataset, res.split
+        self.model_, self.report_, self.split_ = res.model, res.report, split
+        self.users_, self.items_ = ds.users, ds.items
+        self.seen_ = seen_matrix(ds, split)
+        model = res.model
         if isinstance(model, HistoryAware):  # sequence models read the same rows, time-ordered
-            model.set_history(*user_sequences(seen, dataset.n_users))
-        self.titles_ = dataset.item_titles()
+            from recfunnel.data.sequences import user_sequences
+
+            rows = np.sort(np.concatenate([split.train, split.valid]))
+            model.set_history(*user_sequences(ds.interactions.take(rows), ds.n_users))
+        self.scorer_ = candidate_scorer(model, ds, split)
+        self.titles_ = ds.item_titles()
+        self.metrics_ = {f"{r.protocol}/{k}": v for r in res.results for k, v in r.metrics.items()}
         return self
 
     def _fitted(self) -> Model:
@@ -98,14 +113,16 @@ class Recommender:
         `recfunnel.index` index built from this (factorised) model, searched instead of scoring
         every item; it must match the model's current item vectors."""
         model = self._fitted()
-        idx = self.users_.encode(list(users))
-        k = min(k, model.n_items)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        idx = self.users_.encode(_id_list(users, "users"))
+        k = min(k, len(self.items_))
         if index is not None:
             return self._recommend_via_index(model, idx, k, exclude_seen, index)
         all_ids, all_scores = [], []
         for start in range(0, len(idx), batch_size):
             ub = idx[start : start + batch_size]
-            scores = model.score_all(torch.from_numpy(ub)).float()
+            scores = self.scorer_.score_all(torch.from_numpy(ub)).float()
             if exclude_seen:
                 sub = self.seen_[ub]
                 rows = np.repeat(np.arange(len(ub)), np.diff(sub.indptr))
@@ -175,7 +192,9 @@ class Recommender:
         """Items most similar to each raw item id (cosine of item vectors; EASE: its item-item
         weights), the item itself excluded."""
         model = self._fitted()
-        idx = torch.from_numpy(self.items_.encode(list(items)))
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        idx = torch.from_numpy(self.items_.encode(_id_list(items, "items")))
         if isinstance(model, Factorised):
             v = torch.nn.functional.normalize(model.item_vectors().float(), dim=1)
             sims = v[idx] @ v.T
@@ -200,72 +219,50 @@ class Recommender:
     def save(
         self, path: str | Path, metrics: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
     ) -> Path:
-        """Write the artifact folder atomically: manifest.json + weights.safetensors + vocabularies."""
-        model = self._fitted()
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors["seen.indptr"] = torch.from_numpy(self.seen_.indptr.astype(np.int64))
-        tensors["seen.indices"] = torch.from_numpy(self.seen_.indices.astype(np.int64))
-        history = model.get_history() if isinstance(model, HistoryAware) else None
-        if history is not None:  # sequence models: the time-ordered histories recommend() reads
-            tensors["history.indptr"], tensors["history.items"] = history
-        vocabs = {"users": list(self.users_.ids), "items": list(self.items_.ids)}
-        if self.titles_:
-            vocabs["item_titles"] = [t if isinstance(t, str) else "" for t in self.titles_]
-        config = {
-            "model": model.config.model_dump(mode="json"),
-            "train": self.train_config.model_dump(mode="json"),
-            "n_users": model.n_users,
-            "n_items": model.n_items,
-        }
-        return save_artifact(
+        """Write the artifact folder atomically (:func:`recfunnel.run.artifact.save_model`): weights,
+        vocabularies, seen items, run config and split, each file checksummed."""
+        return save_model(
             path,
-            family=self.family,
-            config=config,
-            tensors=tensors,
-            vocabs=vocabs,
+            self._fitted(),
+            users=self.users_,
+            items=self.items_,
+            seen=self.seen_,
+            titles=self.titles_,
+            run=self.run_config,
+            split=self.split_,
             metrics=metrics or self.metrics_,
             extra=extra,
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
-        """Load an artifact folder; the manifest is checked before any weight is read."""
-        art = load_artifact(path)
-        try:
-            cfg = art.config
-            rec = cls(art.family, cfg["model"], cfg["train"])
-            model = build_model(art.family, cfg["n_users"], cfg["n_items"], cfg["model"])
-            state = {k[len("model.") :]: v for k, v in art.tensors.items() if k.startswith("model.")}
-            _resize_buffers(model, state)
-            model.load_state_dict(state)
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise ArtifactError(
-                f"artifact at {path} does not match recfunnel {__version__}'s {art.family!r} model: {e}"
-            ) from None
-        rec.model_ = model.eval()
-        rec.users_ = Vocab(tuple(art.vocabs["users"]), name="user")
-        rec.items_ = Vocab(tuple(art.vocabs["items"]), name="item")
-        n_u, n_i = len(rec.users_), len(rec.items_)
-        rec.seen_ = sp.csr_matrix(
-            (
-                np.ones(len(art.tensors["seen.indices"]), np.float32),
-                art.tensors["seen.indices"].numpy(),
-                art.tensors["seen.indptr"].numpy(),
-            ),
-            shape=(n_u, n_i),
-        )
-        if isinstance(model, HistoryAware) and "history.indptr" in art.tensors:
-            model.set_history(art.tensors["history.indptr"], art.tensors["history.items"])
-        rec.titles_ = art.vocabs.get("item_titles")
-        rec.metrics_ = art.metrics or {}
+    def load(cls, path: str | Path, dataset: Dataset | None = None) -> Recommender:
+        """Load an artifact folder of any family; the manifest and checksums are checked before
+        any weight is read. Field families (CTR rankers, LightGBM) score items through the
+        dataset's feature tables: `dataset`, else the one the run config names (it must be the
+        data the model was trained on)."""
+        art = load_model(path)
+        run = art.run or RunConfig()
+        rec = cls(art.family, art.model.config.model_dump(mode="json"), run.train, run=run)
+        rec.model_, rec.users_, rec.items_, rec.seen_ = art.model, art.users, art.items, art.seen
+        rec.titles_, rec.metrics_, rec.split_ = art.titles, art.metrics, art.split
+        if art.schema is not None:
+            from recfunnel.run.fit import load_data
+
+            ds = dataset if dataset is not None else load_data(run.data)
+            fingerprint = art.extra.get("fingerprint")
+            if fingerprint and ds.fingerprint() != fingerprint:
+                raise ValueError(
+                    f"the dataset {ds.name!r} is not the one the {art.family!r} model at {path} was "
+                    "trained on (fingerprints differ); pass that dataset"
+                )
+            rec.scorer_ = candidate_scorer(art.model, ds, art.split)
+        else:
+            rec.scorer_ = candidate_scorer(art.model)
         return rec
 
 
-def _resize_buffers(model: Model, state: dict[str, torch.Tensor]) -> None:
-    """Buffers whose size depends on the data (EASE's user histories) take the saved size."""
-    own = dict(model.named_buffers())
-    for name, value in state.items():
-        if name in own and own[name].shape != value.shape and own[name].dim() == 1:
-            mod_name, _, attr = name.rpartition(".")
-            mod = model.get_submodule(mod_name) if mod_name else model
-            setattr(mod, attr, torch.empty_like(value))
+def _id_list(ids: Any, what: str) -> list[object]:
+    """A list of raw ids; a bare string (or bytes) is refused, not iterated character by character."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{what} is a sequence of raw ids, e.g. [{ids!r}]; got the bare string {ids!r}")
+    return list(ids)

@@ -10,7 +10,7 @@ from contract import ModelContract
 from recfunnel.data.dataset import Interactions
 from recfunnel.models.base import build_model
 from recfunnel.models.mf import MF, MFConfig
-from recfunnel.train.objectives import build_objective
+from recfunnel.train.registry import build_objective
 
 
 class TestMF(ModelContract):

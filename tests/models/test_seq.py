@@ -19,7 +19,7 @@ from recfunnel.models.base import Factorised, HistoryAware, build_model
 from recfunnel.models.seq.blocks import PoolDropout
 from recfunnel.pipeline import ObjectiveSection, train_model
 from recfunnel.recommender import Recommender
-from recfunnel.train.objectives import build_objective
+from recfunnel.train.registry import build_objective
 from recfunnel.train.seq_objectives import full_softmax_ce
 from recfunnel.train.trainer import TrainConfig
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from recfunnel.data.dataset import build_dataset
 from recfunnel.models.mf import MF, MFConfig
 from recfunnel.models.ncf import GMF, GMFConfig
-from recfunnel.train.objectives import PairwiseBPR, PointwiseBCE, build_objective
+from recfunnel.train.objectives import PairwiseBPR, PointwiseBCE
+from recfunnel.train.registry import build_objective
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from recfunnel.data.dataset import Interactions
-from recfunnel.train.objectives import OBJECTIVES, build_objective
+from recfunnel.train.registry import OBJECTIVES, build_objective
 from recfunnel.train.retrieval_objectives import InBatchSoftmax, SkipGramNS, item_log_q
 
 N_USERS, N_ITEMS = 20, 30

@@ -1,6 +1,6 @@
-"""Model families; importing this package fills the registry."""
+"""Model families. The registry (name -> class) is :data:`recfunnel.models.registry.MODELS`."""
 
-from recfunnel.models import baselines, ctr, item2vec, mf, ncf, seq, towers  # noqa: F401
-from recfunnel.models.base import MODELS, Factorised, FullScorer, Model, ModelConfig, Scorer, build_model
+from recfunnel.models.base import Factorised, FullScorer, Model, ModelConfig, Scorer, build_model
+from recfunnel.models.registry import MODELS
 
 __all__ = ["MODELS", "Factorised", "FullScorer", "Model", "ModelConfig", "Scorer", "build_model"]

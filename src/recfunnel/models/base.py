@@ -15,6 +15,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from recfunnel.errors import ConfigError
+
 
 class ModelConfig(BaseModel):
     """Base of every model's typed hyper-parameters; round-trips through TOML and manifests."""
@@ -66,6 +68,44 @@ class HistoryAware(Protocol):
 
     def encode_items(self, indptr: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """User vectors [B, d] of B ad-hoc item lists in the same layout (request-time histories)."""
+        ...
+
+
+@runtime_checkable
+class TwoTowerLike(Protocol):
+    """A model with separate user and item towers, trained by the in-batch softmax: unit-norm
+    tower outputs, a (learned) logit scale and an optional per-candidate score term."""
+
+    def user_embed(self, users: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """[B] -> [B, d]; `targets` [B]: items left out of each user's pooled inputs."""
+        ...
+
+    def item_embed(self, items: torch.Tensor) -> torch.Tensor:
+        """[C] -> [C, d]."""
+        ...
+
+    def logit_scale(self) -> torch.Tensor:
+        """Scalar multiplying the dot products (1 / temperature)."""
+        ...
+
+    def candidate_bias(self, items: torch.Tensor) -> torch.Tensor | None:
+        """[C] additive score per candidate, or None."""
+        ...
+
+
+@runtime_checkable
+class Regularised(Protocol):
+    """A model with an explicit L2 term over the rows a batch touches (BPR's `reg`)."""
+
+    def regulariser(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SkipGram(Protocol):
+    """A model trained by skip-gram with negative sampling (Item2Vec)."""
+
+    def sgns_scores(self, centre: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """centre items [B], candidate context items [B, C] -> [B, C] logits."""
         ...
 
 
@@ -138,23 +178,21 @@ class Model(nn.Module):
         return {}
 
 
-MODELS: dict[str, type[Model]] = {}
-
-
 def register(cls: type[Model]) -> type[Model]:
-    """Class decorator adding a model family to the registry under `cls.family`."""
-    MODELS[cls.family] = cls
+    """Deprecated no-op kept while models/towers.py still carries the decorator; families are
+    listed in :mod:`recfunnel.models.registry`."""
     return cls
 
 
 def model_class(name: str) -> type[Model]:
-    """The registered class for `name`; the error lists the valid names."""
-    import recfunnel.models  # noqa: F401  (populates the registry)
+    """The class of family `name` in :data:`recfunnel.models.registry.MODELS`; an unknown name
+    gives the list of valid ones."""
+    from recfunnel.models.registry import MODELS
 
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
 
 
 def user_item_class(name: str) -> type[Model]:
@@ -162,10 +200,10 @@ def user_item_class(name: str) -> type[Model]:
     with the way to build them."""
     cls = model_class(name)
     if cls.inputs == "fields":
-        raise ValueError(
+        raise ConfigError(
             f"{name!r} is a CTR ranker over a field schema, not a user x item model: build it with "
-            "recfunnel.models.ctr.build_ctr(name, schema, config) and train it on labelled rows "
-            "(see `recfunnel bench ctr-ml100k` and `recfunnel explain`)"
+            "recfunnel.models.ctr.build_ctr(name, schema, config), or train it with recfunnel.run.fit "
+            "(a RunConfig with model.name = " + repr(name) + ")"
         )
     return cls
 

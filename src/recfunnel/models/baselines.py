@@ -7,14 +7,13 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from recfunnel.models.base import Model, ModelConfig, register
+from recfunnel.models.base import Model, ModelConfig
 
 
 class PopularityConfig(ModelConfig):
     pass
 
 
-@register
 class Popularity(Model):
     """Scores every item by its number of training interactions (same list for every user)."""
 
@@ -42,7 +41,6 @@ class EASEConfig(ModelConfig):
     )
 
 
-@register
 class EASE(Model):
     """Embarrassingly Shallow Autoencoder (Steck, WWW 2019).
 

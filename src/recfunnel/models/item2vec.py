@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, register, sparse_table
+from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, sparse_table
 
 __all__ = ["Item2Vec", "Item2VecConfig"]
 
@@ -25,7 +25,6 @@ class Item2VecConfig(ModelConfig):
     sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
-@register
 class Item2Vec(Model):
     family = "item2vec"
     Config = Item2VecConfig

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, register, sparse_table
+from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, sparse_table
 
 
 class MFConfig(ModelConfig):
@@ -15,7 +15,6 @@ class MFConfig(ModelConfig):
     sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
-@register
 class MF(Model):
     """x_ui = <p_u, q_i> + b_i. Factorised: user vectors p_u, item vectors q_i (+ item bias)."""
 

@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, register, sparse_table
+from recfunnel.models.base import SPARSE_HELP, Model, ModelConfig, Sparse, sparse_table
 
 
 def _embedding(n: int, d: int, sparse: Sparse, std: float = 0.01) -> nn.Embedding:
@@ -39,7 +39,6 @@ class GMFConfig(ModelConfig):
     sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
-@register
 class GMF(Model):
     """Generalised MF (eq. 9): y = sigma(h^T (p_u * q_i)). Factorised with user vector h * p_u."""
 
@@ -74,7 +73,6 @@ class MLPConfig(ModelConfig):
     sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
-@register
 class MLP(Model):
     """NCF's MLP path (eq. 10): a ReLU tower over the concatenated user and item embeddings."""
 
@@ -107,7 +105,6 @@ class NeuMFConfig(ModelConfig):
     sparse: Sparse = Field(True, description=SPARSE_HELP)
 
 
-@register
 class NeuMF(Model):
     """NeuMF (eq. 12): GMF and MLP paths with separate embeddings, concatenated into one output."""
 

@@ -13,14 +13,16 @@ the training rows. Ids never seen in training encode as UNK, whose embedding row
 gradient, so an unseen (cold-start) item's vector comes from its features and text alone;
 ``item_ids=False`` drops the item id from the item tower entirely (content-only mode).
 
-The model needs the data at construction: build it with :meth:`TwoTower.from_dataset`. The fitted
-schema is kept in the config (``fields_json``) and every per-user / per-item code table and the
-text vectors are buffers, so ``build_model(config) + load_state_dict`` restores a saved model.
+The model needs the data at construction: :func:`recfunnel.run.towers.build_two_tower` fits the
+field schema on the training rows, encodes every user and item and hands the tables to
+:meth:`TwoTower.set_tables`. The fitted schema is kept in the config (``fields_json``) and every
+per-user / per-item code table and the text vectors are buffers, so ``build_model(config) +
+load_state_dict`` restores a saved model.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -28,24 +30,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from recfunnel.data.fields import (
-    PAD,
-    Categorical,
-    FieldSchema,
-    FittedField,
-    ItemHistory,
-    MultiHot,
-    encode_events,
-    fit_schema,
-)
+from recfunnel.data.fields import PAD, FieldSchema, FittedField
 from recfunnel.models.base import Model, ModelConfig, register
 from recfunnel.nn.embeddings import FieldEmbedding
 from recfunnel.nn.mlp import MLP
 
-__all__ = ["TwoTower", "TwoTowerConfig", "movielens_tower_fields"]
-
-ML_AGE_EDGES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)
-ML_YEAR_EDGES = (1940.0, 1960.0, 1970.0, 1980.0, 1990.0, 1993.0, 1994.0, 1995.0, 1996.0, 1997.0, 1998.0)
+__all__ = ["TwoTower", "TwoTowerConfig"]
 
 
 class TwoTowerConfig(ModelConfig):
@@ -68,35 +58,9 @@ class TwoTowerConfig(ModelConfig):
     temperature: float = Field(0.05, gt=0, description="initial softmax temperature")
     learn_temperature: bool = Field(True, description="learn the temperature (else fixed)")
     zip_prefix: int = Field(2, ge=1, description="leading zip characters kept (region)")
-    fields_json: str | None = Field(None, description="the fitted field schema (set by from_dataset)")
-
-
-def movielens_tower_fields(zip_prefix: int = 2, history_len: int = 20) -> tuple:
-    """Field declarations for MovieLens (ids, user features, item features, recent items)."""
-    return (
-        Categorical("user_id", "user", "id"),
-        Categorical("item_id", "item", "id"),
-        Categorical("age", "user", "age", buckets=ML_AGE_EDGES),
-        Categorical("gender", "user", "gender"),
-        Categorical("occupation", "user", "occupation"),
-        Categorical("zip", "user", "zip", prefix=zip_prefix),
-        MultiHot("genres", "item", "genres", pooling="mean"),
-        Categorical("year", "item", "year", buckets=ML_YEAR_EDGES),
-        ItemHistory("history", shares="item_id", max_len=history_len, pooling="mean"),
+    fields_json: str | None = Field(
+        None, description="the fitted field schema (set by recfunnel.run.towers.build_two_tower)"
     )
-
-
-def _tower_fields(dataset, cfg: TwoTowerConfig) -> tuple:
-    """The MovieLens fields whose columns this dataset has (ids and history always)."""
-    out = []
-    for spec in movielens_tower_fields(cfg.zip_prefix, cfg.history_len):
-        if isinstance(spec, ItemHistory) or spec.column == "id":
-            out.append(spec)
-            continue
-        table = dataset.user_features if spec.source == "user" else dataset.item_features
-        if table is not None and spec.column in table.columns:
-            out.append(spec)
-    return tuple(out)
 
 
 def _buffer_name(f: FittedField) -> str:
@@ -114,7 +78,7 @@ class TwoTower(Model):
         if config.fields_json is None:
             raise ValueError(
                 "TwoTower reads the dataset's feature tables: build it with "
-                "TwoTower.from_dataset(dataset, split) (and pass it to train_model as init=...)"
+                "recfunnel.run.towers.build_two_tower(dataset, split, params)"
             )
         schema = FieldSchema.from_json(config.fields_json)
         self.schema = schema
@@ -151,68 +115,36 @@ class TwoTower(Model):
             return c.user_ids if side == "user" else c.item_ids
         return c.use_features
 
-    # ---- construction from data ---------------------------------------------------------------
-    @classmethod
-    def from_dataset(
-        cls,
-        dataset,
-        split=None,
-        config: TwoTowerConfig | dict | None = None,
-        *,
-        train_rows: np.ndarray | None = None,
-        text_vectors: np.ndarray | None = None,
-        text_cache_dir: str | Path | None = None,
-    ) -> TwoTower:
-        """Fit the field schema on the training rows (``split.train`` or ``train_rows``; default
-        all interactions) and fill the code tables, recent items and (``use_text``) text vectors."""
-        cfg = config if isinstance(config, TwoTowerConfig) else TwoTowerConfig(**(config or {}))
-        if train_rows is None:
-            train_rows = split.train if split is not None else np.arange(len(dataset.interactions))
-        train_rows = np.sort(np.asarray(train_rows, np.int64))
-        schema = fit_schema(_tower_fields(dataset, cfg), dataset, train_rows)
-        model = cls(
-            cfg.model_copy(update={"fields_json": schema.to_json()}), dataset.n_users, dataset.n_items
-        )
-        model.fill_from_dataset(dataset, train_rows, text_vectors, text_cache_dir)
-        return model
-
+    # ---- the code tables ----------------------------------------------------------------------
     @torch.no_grad()
-    def fill_from_dataset(
-        self,
-        dataset,
-        train_rows: np.ndarray,
-        text_vectors: np.ndarray | None = None,
-        text_cache_dir: str | Path | None = None,
-    ) -> None:
-        from recfunnel.data.sequences import user_sequences
+    def set_tables(self, codes: Mapping[str, torch.Tensor], text: torch.Tensor | None = None) -> None:
+        """Fill the per-user / per-item inputs, already encoded by the schema
+        (:func:`recfunnel.run.towers.build_two_tower` does the data work).
 
-        plain = FieldSchema(tuple(f for f in self.schema if f.kind != "sequence"))
-        nu, ni = self.n_users, self.n_items
-        by_user = encode_events(plain, dataset, np.arange(nu), np.full(nu, -1), None)
-        by_item = encode_events(plain, dataset, np.full(ni, -1), np.arange(ni), None)
-        for f in plain:
-            src = by_user if f.source == "user" else by_item
-            getattr(self, _buffer_name(f)).copy_(src[f.name])
+        Args:
+            codes: field name -> int64 codes of every user (user fields, ``history``) or every item
+                (item fields): [n] for a categorical field, [n, max_len] for multi-hot and
+                sequence fields (PAD-padded; a history holds the user's recent items, most recent
+                last).
+            text: float32 [n_items, text_dim] text vectors (``use_text`` only).
+        """
+        missing = [f.name for f in self.schema if f.name not in codes]
+        if missing:
+            raise ValueError(
+                f"no codes for the fields {', '.join(missing)}; every field of the schema needs a table"
+            )
         for f in self.schema:
-            if f.kind != "sequence":
-                continue
-            item_codes = getattr(self, _buffer_name(self.schema[f.shares]))
-            indptr, items = user_sequences(dataset.interactions.take(train_rows), nu)
-            lengths = indptr.diff()
-            keep = torch.clamp(lengths, max=f.max_len)
-            user = torch.repeat_interleave(torch.arange(nu), lengths)
-            pos = torch.arange(len(items)) - indptr[:-1][user]  # position from the oldest
-            from_end = lengths[user] - 1 - pos
-            sel = from_end < keep[user]
-            hist = torch.full((nu, f.max_len), PAD, dtype=torch.int64)
-            hist[user[sel], (f.max_len - 1 - from_end)[sel]] = item_codes[items[sel]]
-            getattr(self, _buffer_name(f)).copy_(hist)
+            buf = getattr(self, _buffer_name(f))
+            table = torch.as_tensor(codes[f.name])
+            if table.shape != buf.shape:
+                raise ValueError(
+                    f"codes of field {f.name!r} have shape {tuple(table.shape)}, expected {tuple(buf.shape)}"
+                )
+            buf.copy_(table)
         if self.config.use_text:
-            if text_vectors is None:
-                from recfunnel.text import encode_texts, item_texts
-
-                text_vectors = encode_texts(item_texts(dataset), cache_dir=text_cache_dir)
-            tv = torch.as_tensor(np.asarray(text_vectors, np.float32))
+            if text is None:
+                raise ValueError("use_text=True: the item text vectors are needed")
+            tv = torch.as_tensor(text, dtype=torch.float32)
             if tv.shape != self.item_text.shape:
                 raise ValueError(
                     f"text vectors have shape {tuple(tv.shape)}, expected {tuple(self.item_text.shape)}"

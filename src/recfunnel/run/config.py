@@ -108,7 +108,9 @@ class CTRSection(_Strict):
 
 
 class ObjectiveSection(_Strict):
-    name: str | None = Field(None, description="objective (see `recfunnel models`); default: the family's own")
+    name: str | None = Field(
+        None, description="objective (see `recfunnel models`); default: the family's own"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="e.g. k (negatives per positive), reg")
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from recfunnel.data.dataset import Interactions
 from recfunnel.data.sampling import PositiveSet, sample_negatives
+from recfunnel.models.base import Regularised
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -103,17 +104,8 @@ class PairwiseBPR:
         items = torch.stack([batch["items"], batch["negatives"]], dim=1)
         x = model.score(batch["users"], items)
         loss = -F.logsigmoid(x[:, 0] - x[:, 1]).mean()
-        if self.reg > 0 and hasattr(model, "regulariser"):
+        if self.reg > 0 and isinstance(model, Regularised):
             loss = loss + self.reg * model.regulariser(batch["users"], items)
         return loss
 
 
-OBJECTIVES = {"bce": PointwiseBCE, "bpr": PairwiseBPR}
-
-
-def build_objective(name: str, train: Interactions, n_users: int, n_items: int, **kwargs) -> Objective:
-    try:
-        cls = OBJECTIVES[name]
-    except KeyError:
-        raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}") from None
-    return cls(train, n_users, n_items, **kwargs)

@@ -11,13 +11,14 @@
   (Item2Vec, Barkan & Koenigstein 2016; Mikolov et al. 2013): (centre, context) pairs within
   ``window`` positions, ``k`` negatives per pair from the unigram^0.75 distribution.
 
-Models: the softmax asks the model for ``user_embed(users, targets)`` / ``item_embed(items)`` /
-``logit_scale()`` when it has them (the two-tower), else ``user_vectors`` / ``item_vectors()``.
-SGNS asks for ``sgns_scores(centre, context)`` ([B], [B, C] -> [B, C]).
+Models: the softmax reads a :class:`~recfunnel.models.base.TwoTowerLike` model through its towers
+(``user_embed`` / ``item_embed`` / ``logit_scale`` / ``candidate_bias``) and any other
+:class:`~recfunnel.models.base.Factorised` one through ``user_vectors`` / ``item_vectors()``. SGNS
+needs a :class:`~recfunnel.models.base.SkipGram` model (``sgns_scores(centre, context)``).
 
 Every epoch's order and draws come from ``epoch_rng(seed, epoch)`` by vectorised ops, so a resumed
-run draws what an uninterrupted one would. Importing this module adds both objectives to
-:data:`recfunnel.train.objectives.OBJECTIVES`.
+run draws what an uninterrupted one would. The registry of objectives is
+:data:`recfunnel.train.registry.OBJECTIVES`.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import torch.nn.functional as F
 
 from recfunnel.data.dataset import Interactions
 from recfunnel.data.sequences import user_sequences
-from recfunnel.train.objectives import OBJECTIVES, epoch_rng
+from recfunnel.models.base import Factorised, SkipGram, TwoTowerLike
+from recfunnel.train.objectives import epoch_rng
 
-__all__ = ["RETRIEVAL_OBJECTIVES", "InBatchSoftmax", "SkipGramNS", "item_log_q"]
+__all__ = ["InBatchSoftmax", "SkipGramNS", "item_log_q"]
 
 
 def item_log_q(items: np.ndarray, n_items: int, smoothing: float = 1.0) -> np.ndarray:
@@ -111,16 +113,22 @@ class InBatchSoftmax:
         """[B, B + N] scaled, corrected, masked logits; the target of row r is column r."""
         users, items = batch["users"], batch["items"]
         cand = torch.cat([items, batch["extra"]]) if "extra" in batch else items
-        if hasattr(model, "user_embed"):
+        bias = None
+        if isinstance(model, TwoTowerLike):
             u = model.user_embed(users, targets=items)
             v = model.item_embed(cand)
             scale = model.logit_scale()
-        else:
+            bias = model.candidate_bias(cand)
+        elif isinstance(model, Factorised):
             u = model.user_vectors(users)
             v = model.item_vectors()[cand]
             scale = 1.0
+        else:
+            raise TypeError(
+                f"in-batch-softmax needs a TwoTowerLike or Factorised model; "
+                f"{type(model).__name__} is neither"
+            )
         logits = scale * (u @ v.T)
-        bias = model.candidate_bias(cand) if hasattr(model, "candidate_bias") else None
         if bias is not None:
             logits = logits + bias.unsqueeze(0)
         if self.logq:
@@ -194,9 +202,9 @@ class SkipGramNS:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         cand = torch.cat([batch["context"].unsqueeze(1), batch["negatives"]], dim=1)
+        if not isinstance(model, SkipGram):
+            raise TypeError(f"sgns needs a SkipGram model (sgns_scores); {type(model).__name__} is not one")
         x = model.sgns_scores(batch["centre"], cand)
         return -(F.logsigmoid(x[:, 0]) + F.logsigmoid(-x[:, 1:]).sum(1)).mean()
 
 
-RETRIEVAL_OBJECTIVES = {"in-batch-softmax": InBatchSoftmax, "sgns": SkipGramNS}
-OBJECTIVES.update(RETRIEVAL_OBJECTIVES)

@@ -15,7 +15,7 @@ Every epoch's order and negatives come from ``epoch_rng(seed, epoch)``, drawn by
 a resumed run draws what an uninterrupted one would. Batches are cut to their longest real
 sequence; the model's own ``max_len`` crops them further when it is shorter.
 
-Importing this module adds these objectives to :data:`recfunnel.train.objectives.OBJECTIVES`.
+The registry of objectives is :data:`recfunnel.train.registry.OBJECTIVES`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from recfunnel.data.dataset import Interactions
 from recfunnel.data.sampling import PositiveSet, sample_negatives
 from recfunnel.data.sequences import training_windows, user_sequences
-from recfunnel.train.objectives import OBJECTIVES, epoch_rng
+from recfunnel.train.objectives import epoch_rng
 
-__all__ = ["SEQUENCE_OBJECTIVES", "SeqBCE", "SeqBPRMax", "SeqCE", "SeqSampledCE", "SequenceObjective"]
+__all__ = ["SeqBCE", "SeqBPRMax", "SeqCE", "SeqSampledCE", "SequenceObjective"]
 
 
 class SequenceObjective:
@@ -251,7 +251,3 @@ class SeqBPRMax(_SharedNegatives):
         return self.reduce(-torch.log(hit + 1e-24) + self.reg * penalty)
 
 
-SEQUENCE_OBJECTIVES: dict[str, type[SequenceObjective]] = {
-    cls.name: cls for cls in (SeqBCE, SeqCE, SeqSampledCE, SeqBPRMax)
-}
-OBJECTIVES.update(SEQUENCE_OBJECTIVES)

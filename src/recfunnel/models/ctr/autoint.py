@@ -7,7 +7,6 @@ from pydantic import Field
 from torch import nn
 
 from recfunnel.data.fields import FieldBatch, FieldSchema
-from recfunnel.models.base import register
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import MLP, FieldEmbedding, FieldSelfAttention
 
@@ -23,7 +22,6 @@ class AutoIntConfig(CTRConfig):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the AutoInt+ DNN")
 
 
-@register
 class AutoInt(CTRModel):
     """AutoInt (Song et al. 2019): multi-head self-attention between fields, with residuals.
 

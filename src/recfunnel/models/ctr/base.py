@@ -17,7 +17,8 @@ from pydantic import Field
 
 from recfunnel.data.dataset import Dataset, Interactions
 from recfunnel.data.fields import FieldBatch, FieldSchema, encode_events
-from recfunnel.models.base import MODELS, Model, ModelConfig
+from recfunnel.errors import ConfigError
+from recfunnel.models.base import Model, ModelConfig
 
 
 @runtime_checkable
@@ -59,12 +60,15 @@ class CTRModel(Model):
         return {"schema": self.schema.to_json()}
 
 
-def build_ctr(name: str, schema: FieldSchema, config: dict[str, Any] | ModelConfig | None = None) -> CTRModel:
+def build_ctr(
+    name: str, schema: FieldSchema, config: dict[str, Any] | ModelConfig | None = None
+) -> CTRModel:
     """Build a registered CTR family on a fitted schema; the error lists the valid names."""
-    cls = MODELS.get(name)
-    if cls is None or not issubclass(cls, CTRModel):
-        valid = sorted(k for k, v in MODELS.items() if issubclass(v, CTRModel))
-        raise ValueError(f"unknown CTR model {name!r}; valid: {', '.join(valid)}")
+    from recfunnel.models.registry import FIELD_FAMILIES, MODELS
+
+    if name not in FIELD_FAMILIES:
+        raise ConfigError(f"unknown CTR model {name!r}; valid: {', '.join(sorted(FIELD_FAMILIES))}")
+    cls = MODELS[name]
     cfg = config if isinstance(config, ModelConfig) else cls.Config(**(config or {}))
     return cls(cfg, schema)
 

@@ -9,7 +9,6 @@ from pydantic import Field
 from torch import nn
 
 from recfunnel.data.fields import FieldBatch, FieldSchema
-from recfunnel.models.base import register
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import MLP, CrossNetwork, FieldEmbedding
 
@@ -24,7 +23,6 @@ class DCNv2Config(CTRConfig):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the deep network")
 
 
-@register
 class DCNv2(CTRModel):
     """DCN-V2 (Wang et al. 2021): cross layers (full or low rank) with a deep network, stacked or parallel.
 

@@ -6,7 +6,6 @@ import torch
 from pydantic import Field
 
 from recfunnel.data.fields import FieldBatch, FieldSchema
-from recfunnel.models.base import register
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import MLP, FieldEmbedding, FieldLinear, FMInteraction, pairwise_terms
 
@@ -17,7 +16,6 @@ class DeepFMConfig(CTRConfig):
     dropout: float = Field(0.5, ge=0, lt=1, description="paper: dropout 0.5")
 
 
-@register
 class DeepFM(CTRModel):
     """DeepFM (Guo et al. 2017): an FM and a DNN sharing one field embedding.
 

@@ -6,7 +6,6 @@ import torch
 from pydantic import Field
 
 from recfunnel.data.fields import FieldBatch, FieldSchema
-from recfunnel.models.base import register
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import MLP, DotInteraction, FieldEmbedding, numeric_values
 
@@ -20,7 +19,6 @@ class DLRMConfig(CTRConfig):
     )
 
 
-@register
 class DLRM(CTRModel):
     """DLRM (Naumov et al. 2019): dot products between a bottom-MLP output and field embeddings.
 

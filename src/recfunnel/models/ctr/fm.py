@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from recfunnel.data.fields import FieldBatch, FieldSchema
-from recfunnel.models.base import register
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import FieldEmbedding, FieldLinear, FMInteraction, pairwise_terms
 
@@ -14,7 +13,6 @@ class FMConfig(CTRConfig):
     pass
 
 
-@register
 class FM(CTRModel):
     """Factorization machine (Rendle 2010): first-order terms plus all pairwise field interactions.
 

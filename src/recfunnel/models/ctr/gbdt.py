@@ -35,6 +35,9 @@ class LightGBMRanker:
 
     family = "lightgbm"
     Config = LightGBMConfig
+    trainable = True
+    objective = "boosting"  # LightGBM's own: binary log loss, early stopping on the valid part's AUC
+    inputs = "fields"
 
     def __init__(self, config: LightGBMConfig, schema: FieldSchema, seed: int = 0) -> None:
         self.config, self.schema, self.seed = config, schema, seed
@@ -118,6 +121,16 @@ class LightGBMRanker:
         dump = self.booster_.dump_model(num_iteration=self.best_iteration_)
         leaves = sum(t["num_leaves"] for t in dump["tree_info"])
         return int(2 * leaves - len(dump["tree_info"]))
+
+    @classmethod
+    def from_text(cls, text: str, config: LightGBMConfig, schema: FieldSchema) -> LightGBMRanker:
+        """A ranker from LightGBM's text model format (as :meth:`to_text` writes it)."""
+        import lightgbm as lgb
+
+        model = cls(config, schema)
+        model.booster_ = lgb.Booster(model_str=text)
+        model.best_iteration_ = model.booster_.current_iteration()
+        return model
 
     def to_text(self) -> str:
         """The booster as LightGBM's text model format (no pickle)."""

@@ -6,7 +6,6 @@ import torch
 from pydantic import Field
 
 from recfunnel.data.fields import FieldBatch, FieldSchema
-from recfunnel.models.base import register
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import FieldLinear
 
@@ -15,7 +14,6 @@ class LRConfig(CTRConfig):
     embedding_dim: int = Field(1, ge=1, description="unused: LR has one weight per value")
 
 
-@register
 class LR(CTRModel):
     """Logistic regression: bias + one weight per field value (the baseline every ranker must beat)."""
 

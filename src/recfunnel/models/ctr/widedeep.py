@@ -6,7 +6,6 @@ import torch
 from pydantic import Field
 
 from recfunnel.data.fields import FieldBatch, FieldSchema
-from recfunnel.models.base import register
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import MLP, FieldEmbedding, FieldLinear
 
@@ -17,7 +16,6 @@ class WideDeepConfig(CTRConfig):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the deep tower")
 
 
-@register
 class WideDeep(CTRModel):
     """Wide & Deep (Cheng et al. 2016): a linear wide part and an MLP deep part trained jointly.
 

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from recfunnel.models.base import ModelConfig, register
+from recfunnel.models.base import ModelConfig
 from recfunnel.models.seq.blocks import PoolDropout
 from recfunnel.models.seq.sequential import SequenceModel
 
@@ -26,7 +26,6 @@ class GRU4RecConfig(ModelConfig):
     )
 
 
-@register
 class GRU4Rec(SequenceModel):
     """Item embedding -> GRU -> hidden state h_t; item i scores h_t . W_i + b_i (the output layer
     of Hidasi et al.; W shared with the input embedding when `tied`). Trained per sequence with

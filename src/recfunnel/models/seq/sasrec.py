@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from recfunnel.models.base import ModelConfig, register
+from recfunnel.models.base import ModelConfig
 from recfunnel.models.seq.blocks import PoolDropout, SelfAttentionBlock, attention_mask
 from recfunnel.models.seq.sequential import SequenceModel
 
@@ -24,7 +24,6 @@ class SASRecConfig(ModelConfig):
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout rate (embeddings, attention, feed-forward)")
 
 
-@register
 class SASRec(SequenceModel):
     """Item embedding M (shared by input and output, eq. 6 "shared item embedding") scaled by
     sqrt(d), plus a learned positional embedding P; `blocks` causal self-attention blocks

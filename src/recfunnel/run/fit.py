@@ -1,0 +1,252 @@
+"""`fit(cfg)`: one run of any family, from a :class:`RunConfig`: data -> split -> model -> objective
+-> Trainer -> test evaluation -> artifact (when asked).
+
+Families and how they are fitted (none of the callers rebuilds this sequence):
+
+* closed form (Popularity, EASE): ``fit_matrix`` on the binary train matrix;
+* trained user x item models (MF, GMF, MLP, NeuMF, Item2Vec, GRU4Rec, SASRec): their objective over
+  the train interactions, early stopping on the valid part; NeuMF with ``model.pretrain`` is first
+  built from a trained GMF and MLP (He et al. 2017, eq. 13) and fine-tuned with ``model.finetune``;
+* two-tower: its feature fields fitted on the train part (:func:`recfunnel.run.towers.build_two_tower`);
+* field families (the CTR rankers and LightGBM): labelled rows (label = rating >= ``ctr.threshold``)
+  encoded with the feature fields, early stopping on the valid part's AUC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recfunnel.data.dataset import Dataset
+from recfunnel.data.fields import CTRPart, FieldSchema, ctr_parts
+from recfunnel.data.readers import load_dataset, read_table
+from recfunnel.data.splits import Split, make_split
+from recfunnel.eval.ctr import ctr_validator
+from recfunnel.eval.protocols import evaluate as evaluate_protocol
+from recfunnel.eval.result import Result
+from recfunnel.models.base import Model, build_model, model_class
+from recfunnel.models.ctr.base import build_ctr
+from recfunnel.run.config import DataConfig, RunConfig, SplitConfig
+from recfunnel.run.evaluate import evaluate_run
+from recfunnel.run.features import ctr_fields
+from recfunnel.train.labelled import LabelledBCE
+from recfunnel.train.registry import SEQUENCE_OBJECTIVES, build_objective
+from recfunnel.train.trainer import TrainConfig, Trainer, TrainReport, seed_everything
+
+__all__ = ["FitResult", "fit", "load_data", "load_split"]
+
+#: validation metrics a field family can stop early on (higher is better)
+CTR_MONITORS = ("auc",)
+
+
+@dataclass
+class FitResult:
+    """What a run produced: the fitted model, its training report, the data and split it saw, the
+    test results, and (field families) the fitted field schema and encoded parts."""
+
+    config: RunConfig
+    model: Any  # a Model, a CTRModel or a LightGBMRanker
+    report: TrainReport | None
+    dataset: Dataset
+    split: Split
+    results: list[Result] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the whole fit (pre-training and validation included)
+    pretrain_seconds: float | None = None
+    objective: Any = None  # the objective object trained with (None: closed form, LightGBM)
+    schema: FieldSchema | None = None
+    parts: dict[str, CTRPart] | None = None
+    path: Path | None = None  # the artifact written, if asked
+
+    @property
+    def family(self) -> str:
+        return self.config.model.name
+
+    @property
+    def is_field_model(self) -> bool:
+        return self.schema is not None
+
+
+def load_data(cfg: DataConfig) -> Dataset:
+    """The dataset a config names, with the rating threshold applied."""
+    ds = (
+        read_table(cfg.table)
+        if cfg.table is not None
+        else load_dataset(cfg.dataset or "ml-100k", cfg.data_root)
+    )
+    if cfg.rating_threshold is not None:
+        ds = ds.with_positive_threshold(cfg.rating_threshold)
+    return ds
+
+
+def load_split(cfg: SplitConfig, dataset: Dataset) -> Split:
+    """The saved split `cfg.path` (checked against `dataset`), else a new one; holdout splits get
+    `eval_negatives` fixed negatives per user for the sampled protocol."""
+    if cfg.path is not None:
+        split = Split.load(cfg.path)
+        split.check(dataset)
+        return split
+    split = make_split(dataset, cfg.method, seed=cfg.seed, fractions=cfg.fractions)
+    if cfg.eval_negatives and cfg.method in ("leave_one_out", "random_holdout"):
+        split = split.with_negatives(dataset, cfg.eval_negatives, cfg.seed)
+    return split
+
+
+def fit(
+    cfg: RunConfig,
+    dataset: Dataset | None = None,
+    split: Split | None = None,
+    *,
+    evaluate: bool = True,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    out: str | Path | None = None,
+) -> FitResult:
+    """Fit the family `cfg.model.name` on the train part of `split` (made from `cfg.split` when
+    None) of `dataset` (read from `cfg.data` when None); evaluate on the test part with
+    `cfg.eval` (AUC / logloss / GAUC for field families) unless `evaluate` is False; write the
+    artifact folder `out` when given (:func:`recfunnel.run.artifact.save_fit`)."""
+    cls = model_class(cfg.model.name)  # an unknown family fails before any data is read
+    cls.Config(**cfg.model.params)
+    ds = load_data(cfg.data) if dataset is None else dataset
+    sp = load_split(cfg.split, ds) if split is None else split
+    t0 = time.perf_counter()
+    if cls.inputs == "fields":
+        res = _fit_fields(cfg, ds, sp)
+    else:
+        res = _fit_user_item(cfg, ds, sp, checkpoint_dir, resume)
+    res.seconds = time.perf_counter() - t0
+    if evaluate:
+        res.results = evaluate_run(res)
+    if out is not None:
+        from recfunnel.run.artifact import save_fit
+
+        res.path = save_fit(res, out)
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# user x item families
+
+
+def _validator(cfg: RunConfig, ds: Dataset, sp: Split):
+    if not len(sp.valid):
+        return None
+    protocol = cfg.eval.valid_protocol
+    if protocol.startswith("sampled") and sp.negatives.get("valid") is None:
+        protocol = "full"  # no fixed negatives to sample against
+
+    def validate(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate_protocol(m, ds, sp, protocol, "valid", ks=(10,)).metrics
+
+    return validate
+
+
+def _train(
+    model: Model,
+    cfg: RunConfig,
+    train_cfg: TrainConfig,
+    ds: Dataset,
+    sp: Split,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+) -> tuple[TrainReport, Any]:
+    """Train a user x item model with its (or the configured) objective; -> (report, objective)."""
+    train = sp.part(ds, "train")
+    if not model.trainable:
+        t0 = time.perf_counter()
+        model.fit_matrix(train.matrix(ds.n_users, ds.n_items))
+        return TrainReport(seconds=time.perf_counter() - t0), None
+    name, params = cfg.objective.name or model.objective, dict(cfg.objective.params)
+    if name in SEQUENCE_OBJECTIVES and hasattr(model.config, "max_len"):
+        params.setdefault("max_len", model.config.max_len)  # windows as long as the model reads
+    objective = build_objective(name, train, ds.n_users, ds.n_items, **params)
+    trainer = Trainer(train_cfg)
+    report = trainer.fit(
+        model, objective, _validator(cfg, ds, sp), checkpoint_dir=checkpoint_dir, resume=resume
+    )
+    return report, objective
+
+
+def _fit_user_item(
+    cfg: RunConfig, ds: Dataset, sp: Split, checkpoint_dir: Path | None, resume: bool
+) -> FitResult:
+    name, params = cfg.model.name, dict(cfg.model.params)
+    pre_seconds = None
+    train_cfg = cfg.train
+    if name == "two-tower":
+        from recfunnel.run.towers import build_two_tower
+
+        if cfg.features.text == "title":
+            params["use_text"] = True
+        seed_everything(train_cfg.seed)
+        model = build_two_tower(ds, sp, params, text_cache_dir=cfg.features.text_cache)
+        seed_everything(train_cfg.seed)  # as retrieval-ml100k was measured: seeded again to train
+    elif cfg.model.pretrain:
+        if name != "neumf":
+            raise ValueError(f"model.pretrain applies to neumf only, not {name!r}")
+        t0 = time.perf_counter()
+        model = _pretrained_neumf(cfg, ds, sp)
+        pre_seconds = time.perf_counter() - t0
+        train_cfg = cfg.model.finetune or cfg.train
+        seed_everything(train_cfg.seed)
+        checkpoint_dir = None  # pre-trained runs are not resumable (three fits in one)
+    else:
+        seed_everything(train_cfg.seed)
+        model = build_model(name, ds.n_users, ds.n_items, params)
+    report, objective = _train(model, cfg, train_cfg, ds, sp, checkpoint_dir, resume)
+    return FitResult(cfg, model.eval(), report, ds, sp, pretrain_seconds=pre_seconds, objective=objective)
+
+
+def _pretrained_neumf(cfg: RunConfig, ds: Dataset, sp: Split) -> Model:
+    """Train GMF and MLP with the NeuMF config's sizes, then build NeuMF from them (eq. 13)."""
+    p = build_model("neumf", ds.n_users, ds.n_items, cfg.model.params).config
+    parts = {}
+    for family, params in (
+        ("gmf", {"factors": p.factors, "sparse": p.sparse}),
+        ("mlp", {"layers": p.layers, "dropout": p.dropout, "sparse": p.sparse}),
+    ):
+        seed_everything(cfg.train.seed)
+        m = build_model(family, ds.n_users, ds.n_items, params)
+        _train(m, cfg, cfg.train, ds, sp)
+        parts[family] = m
+    model = build_model("neumf", ds.n_users, ds.n_items, p)
+    model.load_pretrained(parts["gmf"], parts["mlp"], cfg.model.alpha)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# field families (CTR rankers, LightGBM)
+
+
+def _fit_fields(cfg: RunConfig, ds: Dataset, sp: Split) -> FitResult:
+    specs = ctr_fields(ds, cfg.features, cfg.ctr)
+    schema, parts = ctr_parts(ds, sp, specs, threshold=cfg.ctr.threshold)
+    if not len(parts["train"]) or not len(parts["valid"]):
+        raise ValueError(
+            f"the {cfg.model.name!r} ranker needs labelled rows in the train and valid parts; "
+            f"the split gave {len(parts['train'])} and {len(parts['valid'])}"
+        )
+    if cfg.model.name == "lightgbm":
+        from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
+
+        lcfg = LightGBMConfig(**{"num_threads": torch.get_num_threads(), **cfg.model.params})
+        model: Any = LightGBMRanker(lcfg, schema, seed=cfg.train.seed)
+        model.fit(
+            parts["train"].fields,
+            parts["train"].labels.numpy(),
+            parts["valid"].fields,
+            parts["valid"].labels.numpy(),
+        )
+        return FitResult(cfg, model, None, ds, sp, schema=schema, parts=parts)
+    train_cfg = cfg.train
+    if train_cfg.monitor not in CTR_MONITORS:  # a ranking metric (the default): rankers watch AUC
+        train_cfg = train_cfg.model_copy(update={"monitor": "auc"})
+    seed_everything(train_cfg.seed)
+    model = build_ctr(cfg.model.name, schema, cfg.model.params)
+    objective = LabelledBCE(parts["train"])
+    report = Trainer(train_cfg).fit(model, objective, ctr_validator(parts["valid"]))
+    return FitResult(cfg, model.eval(), report, ds, sp, objective=objective, schema=schema, parts=parts)
