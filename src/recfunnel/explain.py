@@ -178,13 +178,11 @@ def train_explainers(
     """Fit the MovieLens fields on the split's train part and train an AutoInt and an FM with
     the suite's settings (early stopping on validation AUC): (schema, autoint, fm).
 
-    `cache_dir`: keep the trained rankers there as CTR artifacts (:func:`~recfunnel.models.ctr.save_ctr`),
+    `cache_dir`: keep the trained rankers there as artifacts (:func:`recfunnel.run.save_fit`),
     keyed by dataset fingerprint, split, seed and epochs, and load them instead of training when a
     matching pair is there (a later `recfunnel explain` answers in seconds)."""
-    from recfunnel.bench.ctr import ctr_entries, fit_ctr
-    from recfunnel.data.fields import ctr_parts
-    from recfunnel.models.ctr import load_ctr, save_ctr
-    from recfunnel.train.trainer import TrainConfig
+    from recfunnel.run import RunConfig, fit, load_model, save_fit
+    from recfunnel.run.presets import ctr_preset
 
     key = hashlib.sha256(
         f"{dataset.fingerprint()}|{split.describe()}|{len(split.train)}|seed={seed}|epochs={epochs}".encode()
@@ -192,21 +190,24 @@ def train_explainers(
     folders = {f: Path(cache_dir) / f"{f}-{key}" for f in ("autoint", "fm")} if cache_dir else {}
     if folders and all((p / "manifest.json").is_file() for p in folders.values()):
         try:
-            autoint, fm = load_ctr(folders["autoint"]), load_ctr(folders["fm"])
+            autoint, fm = load_model(folders["autoint"]).model, load_model(folders["fm"]).model
             return autoint.schema, autoint, fm
         except ArtifactError:
             pass  # a damaged cache entry: train again and overwrite it
-    schema, parts = ctr_parts(dataset, split)
-    by = {e.family: e for e in ctr_entries()}
     out = []
     for family in ("autoint", "fm"):
-        e = by[family]
-        cfg = TrainConfig(**dict(e.train, epochs=epochs, seed=seed, progress=progress))
-        model = fit_ctr(family, e.params, schema, parts, cfg)[0]
+        params, train = ctr_preset(family)
+        cfg = RunConfig().updated(
+            {
+                "model": {"name": family, "params": params},
+                "train": dict(train, epochs=epochs, seed=seed, progress=progress),
+            }
+        )
+        res = fit(cfg, dataset, split)
         if folders:
-            save_ctr(model, folders[family], extra={"dataset": dataset.name, "key": key})
-        out.append(model.eval())
-    return schema, out[0], out[1]
+            save_fit(res, folders[family])
+        out.append(res.model.eval())
+    return out[0].schema, out[0], out[1]
 
 
 def default_cache_dir() -> Path:

@@ -1,10 +1,9 @@
-"""CTR rankers on field batches; importing this package registers them (LightGBM is apart: it is
-not a torch model and is not registered)."""
+"""CTR rankers on field batches (LR, FM, Wide&Deep, DeepFM, AutoInt, DCNv2, DLRM) and a LightGBM
+baseline on the same fields. They are listed in :mod:`recfunnel.models.registry`, trained and saved
+through :mod:`recfunnel.run` (one artifact format for every family)."""
 
-from recfunnel.models.ctr import autoint, dcnv2, deepfm, dlrm, fm, lr, widedeep  # noqa: F401
 from recfunnel.models.ctr.base import CTRConfig, CTRModel, FieldRanker, FieldScorer, build_ctr
 from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
-from recfunnel.models.ctr.persist import load_ctr, save_ctr
 
 __all__ = [
     "CTRConfig",
@@ -14,6 +13,4 @@ __all__ = [
     "LightGBMConfig",
     "LightGBMRanker",
     "build_ctr",
-    "load_ctr",
-    "save_ctr",
 ]
