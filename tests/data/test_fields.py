@@ -247,6 +247,19 @@ def test_movielens_fields_declare_the_issue_list():
     ]
 
 
+def test_movielens_tower_fields_are_the_ctr_declarations_without_event_time_or_dense_fields():
+    from recfunnel.data import movielens
+
+    tower = movielens.movielens_tower_fields(zip_prefix=3, history_len=7)
+    ctr = movielens.movielens_fields(zip_prefix=3, history=7, dense=False)
+    assert tower == tuple(s for s in ctr if not (isinstance(s, Categorical) and s.source == "event"))
+    assert [s.name for s in tower][-1] == "history" and tower[-1].max_len == 7
+    # one place for the MovieLens task: the fields package re-exports the same objects
+    import recfunnel.data.fields as fields
+
+    assert fields.ML_AGE_EDGES is movielens.ML_AGE_EDGES and fields.movielens_fields is movielens_fields
+
+
 def test_null_lists_and_null_elements_of_a_multi_hot_column_are_skipped():
     frame = pl.DataFrame({"user": [1, 1, 1, 1], "item": [1, 2, 3, 4], "timestamp": [1, 2, 3, 4]})
     items = pl.DataFrame({"id": [1, 2, 3, 4], "g": [["a", None, "b"], None, [], ["b"]]})

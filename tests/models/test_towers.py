@@ -18,8 +18,9 @@ from recfunnel.eval.protocols import evaluate_full
 from recfunnel.models.base import Factorised, build_model
 from recfunnel.models.towers import TwoTower
 from recfunnel.nn.embeddings import FieldEmbedding
-from recfunnel.pipeline import ObjectiveSection, train_model
 from recfunnel.recommender import Recommender
+from recfunnel.run import FitResult, RunConfig, fit
+from recfunnel.run.towers import build_two_tower
 from recfunnel.settings import has_dataset
 from recfunnel.train.trainer import TrainConfig
 
@@ -55,11 +56,11 @@ def _model(data, **params) -> TwoTower:
     ds, split, text = data
     torch.manual_seed(0)
     cfg = {"dim": 16, "emb_dim": 8, "hidden": (32,), "text_dim": TEXT_DIM, **params}
-    return TwoTower.from_dataset(ds, split, cfg, text_vectors=text if cfg.get("use_text") else None)
+    return build_two_tower(ds, split, cfg, text_vectors=text if cfg.get("use_text") else None)
 
 
 def test_needs_the_dataset_and_says_so():
-    with pytest.raises(ValueError, match="from_dataset"):
+    with pytest.raises(ValueError, match="build_two_tower"):
         build_model("two-tower", 3, 4)
 
 
@@ -80,7 +81,7 @@ def test_shapes_unit_norm_and_factorised_score_all(data):
 
 def test_item_bias_scores_are_scaled_cosine_plus_a_content_bias_and_index_exactly(data):
     from recfunnel.index import build_index, model_item_vectors
-    from recfunnel.train.objectives import build_objective
+    from recfunnel.train.registry import build_objective
 
     ds, split, _ = data
     m = _model(data, use_text=True, item_bias=True)
@@ -134,7 +135,8 @@ def test_recent_items_exclude_the_target_during_training(data):
 def test_save_load_round_trip_gives_identical_answers(data, tmp_path):
     ds, split, _ = data
     m = _model(data, use_text=True)
-    rec = Recommender("two-tower", m.config.model_dump())._adopt(m, ds, split, None)
+    rec = Recommender("two-tower", m.config.model_dump())
+    rec._adopt(FitResult(rec.run_config, m, None, ds, split))
     before_ids, before_scores = rec.recommend(["1", "2", "300"], k=10)
     loaded = Recommender.load(rec.save(tmp_path / "tt"))
     after_ids, after_scores = loaded.recommend(["1", "2", "300"], k=10)
@@ -186,12 +188,16 @@ def test_cold_items_added_to_an_index_later_are_retrieved_as_exact_search_would(
 
 def test_two_tower_beats_popularity_on_a_real_slice(data):
     ds, split, _ = data
-    cfg = TrainConfig(epochs=3, batch_size=512, lr=3e-3, patience=0, progress=False)
-    init = _model(data)
-    model, _ = train_model(
-        "two-tower", {}, ds, split, cfg, ObjectiveSection(name="in-batch-softmax"), "full", init=init
+    train = TrainConfig(epochs=3, batch_size=512, lr=3e-3, patience=0, progress=False)
+    params = {"dim": 16, "emb_dim": 8, "hidden": (32,)}
+    run = RunConfig(
+        model={"name": "two-tower", "params": params},
+        objective={"name": "in-batch-softmax"},
+        train=train,
+        eval={"valid_protocol": "full"},
     )
-    pop, _ = train_model("popularity", {}, ds, split, cfg)
+    model = fit(run, ds, split, evaluate=False).model
+    pop = fit(RunConfig(model={"name": "popularity"}, train=train), ds, split, evaluate=False).model
     ours = evaluate_full(model, ds, split, "test", ks=(10, 50)).metrics
     base = evaluate_full(pop, ds, split, "test", ks=(10, 50)).metrics
     assert ours["ndcg@10"] > base["ndcg@10"]

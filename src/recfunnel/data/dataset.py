@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,10 @@ class Dataset:
         h.update(self.users.sha256.encode())
         h.update(self.items.sha256.encode())
         return h.hexdigest()
+
+    def with_notes(self, notes: Sequence[str]) -> Dataset:
+        """This dataset with `notes` appended (the readers' remarks on what they did)."""
+        return replace(self, notes=self.notes + tuple(notes)) if notes else self
 
     def with_positive_threshold(self, threshold: float) -> Dataset:
         """Keep only interactions with rating >= threshold (explicit ratings -> implicit positives).

@@ -27,6 +27,7 @@ from recfunnel.data.movielens import movielens_tower_fields
 from recfunnel.data.sequences import user_sequences
 from recfunnel.data.splits import Split
 from recfunnel.models.towers import TwoTower, TwoTowerConfig
+from recfunnel.text import encode_texts, item_texts
 
 __all__ = ["build_two_tower", "tower_fields", "tower_tables"]
 
@@ -110,8 +111,6 @@ def build_two_tower(
     text = None
     if cfg.use_text:
         if text_vectors is None:
-            from recfunnel.text import encode_texts, item_texts  # loads a sentence encoder
-
             text_vectors = encode_texts(item_texts(dataset), cache_dir=text_cache_dir)
         text = torch.as_tensor(np.asarray(text_vectors, np.float32))
     model.set_tables(codes, text)

@@ -1,0 +1,178 @@
+"""Encoding events into a :class:`~recfunnel.data.fields.batch.FieldBatch` with a fitted schema:
+codes by vectorised lookups, histories strictly earlier than each event, and the labelled parts of
+a CTR task (:func:`ctr_parts`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from recfunnel.data.dataset import Dataset, Interactions
+from recfunnel.data.fields.batch import CTRPart, FieldBatch
+from recfunnel.data.fields.declare import (
+    PAD,
+    UNK,
+    Categorical,
+    FieldSchema,
+    FieldSpec,
+    FittedField,
+    MultiHot,
+    Numeric,
+)
+from recfunnel.data.fields.fit import fit_schema
+from recfunnel.data.fields.values import Events, gather, list_values, scalar_values
+from recfunnel.data.splits import Split
+
+
+def _encode_values(values: np.ndarray, vocab: tuple[str, ...]) -> np.ndarray:
+    """Codes of raw values: 2 + position in the sorted vocabulary, UNK for null or unseen."""
+    out = np.full(len(values), UNK, dtype=np.int64)
+    if not vocab or not len(values):
+        return out
+    present = values != None  # noqa: E711
+    v = values[present].astype(str)
+    voc = np.asarray(vocab)
+    pos = np.searchsorted(voc, v)
+    hit = voc[np.minimum(pos, len(voc) - 1)] == v
+    out[np.flatnonzero(present)[hit]] = pos[hit] + 2
+    return out
+
+
+def _padded(codes: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """Flat codes with row offsets -> [n, width] PAD-padded (each row keeps its first `width`)."""
+    n = len(offsets) - 1
+    out = np.full((n, width), PAD, dtype=np.int64)
+    lengths = np.diff(offsets)
+    row = np.repeat(np.arange(n), lengths)
+    pos = np.arange(len(codes)) - offsets[row]
+    keep = pos < width
+    out[row[keep], pos[keep]] = codes[keep]
+    return out
+
+
+def _history(f: FittedField, item_codes: np.ndarray, ev: Events, log: Interactions) -> np.ndarray:
+    """[n, max_len] item codes of each event's user's last max_len log events strictly earlier in
+    time (most recent last, PAD on the left). Vectorised with a (user, time) key and searchsorted."""
+    n, width = len(ev.users), f.max_len
+    out = np.full((n, width), PAD, dtype=np.int64)
+    if log.timestamp is None or ev.timestamps is None:
+        raise ValueError(f"history field {f.name!r} needs timestamps on both the rows and the log")
+    if not len(log) or not n:
+        return out
+    t_lo, t_hi = int(log.timestamp.min()), int(log.timestamp.max())
+    span = t_hi - t_lo + 2
+    n_users = int(max(log.user.max(), ev.users.max())) + 1
+    if n_users * span >= 2**62:
+        raise OverflowError("user x time key does not fit int64")
+    order = np.lexsort((log.order, log.timestamp, log.user))
+    key = log.user[order] * span + (log.timestamp[order] - t_lo)
+    hist_items = log.item[order]
+    known = ev.users >= 0
+    u = np.where(known, ev.users, 0)
+    t_rel = np.clip(np.asarray(ev.timestamps, np.int64) - t_lo, 0, span - 1)
+    end = np.searchsorted(key, u * span + t_rel, side="left")  # first log event not strictly earlier
+    start = np.searchsorted(key, u * span, side="left")
+    start = np.maximum(start, end - width)
+    idx = end[:, None] - width + np.arange(width)[None, :]
+    valid = (idx >= start[:, None]) & known[:, None]
+    codes = gather(item_codes, hist_items[np.clip(idx, 0, len(order) - 1)], UNK)
+    out[valid] = codes[valid]
+    return out
+
+
+def _table_codes(dataset: Dataset, f: FittedField) -> np.ndarray:
+    """Codes of every row of the field's user/item table (index i -> code)."""
+    n = dataset.n_users if f.source == "user" else dataset.n_items
+    ev = Events(np.arange(n), np.arange(n), None)
+    spec = Categorical(f.name, f.source, f.column, prefix=f.prefix)  # type: ignore[arg-type]
+    return _encode_values(scalar_values(dataset, spec, ev), f.vocab)
+
+
+def encode_events(
+    schema: FieldSchema,
+    dataset: Dataset,
+    users: np.ndarray,
+    items: np.ndarray,
+    timestamps: np.ndarray | None,
+    log: Interactions | None = None,
+) -> FieldBatch:
+    """Encode arbitrary (user, item, time) events: dataset rows, or candidate pairs at request time.
+
+    Args:
+        users, items: int64 [n] vocabulary indices; -1 for an id the dataset does not know (its
+            table values are UNK and its history empty).
+        timestamps: int64 [n] unix seconds, or None when no field reads the event time.
+        log: interactions that histories read (all known events; only strictly earlier ones are
+            used for each row). Defaults to the dataset's interactions.
+    """
+    ev = Events(np.asarray(users, np.int64), np.asarray(items, np.int64), timestamps)
+    log = dataset.interactions if log is None else log
+    out: dict[str, torch.Tensor] = {}
+    for f in schema:
+        if f.kind == "sequence":
+            item_codes = _table_codes(dataset, schema[f.shares])  # type: ignore[index]
+            out[f.name] = torch.from_numpy(_history(f, item_codes, ev, log))
+        elif f.kind == "multi_hot":
+            spec = MultiHot(f.name, f.source, f.column)  # type: ignore[arg-type]
+            flat, offsets = list_values(dataset, spec, ev)
+            out[f.name] = torch.from_numpy(_padded(_encode_values(flat, f.vocab), offsets, f.max_len))
+        elif f.kind == "numeric":
+            x = scalar_values(dataset, Numeric(f.name, f.source, f.column), ev)  # type: ignore[arg-type]
+            z = np.nan_to_num((x - f.mean) / f.std, nan=0.0)
+            out[f.name] = torch.from_numpy(z.astype(np.float32))
+        elif f.edges is not None:
+            spec = Categorical(f.name, f.source, f.column, buckets=f.edges)  # type: ignore[arg-type]
+            x = scalar_values(dataset, spec, ev)
+            codes = np.where(np.isnan(x), UNK, np.searchsorted(np.asarray(f.edges), x, side="right") + 2)
+            out[f.name] = torch.from_numpy(codes.astype(np.int64))
+        else:
+            spec = Categorical(f.name, f.source, f.column, prefix=f.prefix)  # type: ignore[arg-type]
+            if f.source == "event":
+                codes = _encode_values(scalar_values(dataset, spec, ev), f.vocab)
+            else:  # encode the table once, then gather: strings touched n_table times, not n rows
+                index = ev.users if f.source == "user" else ev.items
+                codes = gather(_table_codes(dataset, f), index, UNK)
+            out[f.name] = torch.from_numpy(codes)
+    return FieldBatch(out)
+
+
+def encode_rows(
+    schema: FieldSchema, dataset: Dataset, rows: np.ndarray, log: Interactions | None = None
+) -> FieldBatch:
+    """Encode the dataset's interaction `rows` (histories from `log`, default all interactions)."""
+    ints = dataset.interactions.take(rows)
+    return encode_events(schema, dataset, ints.user, ints.item, ints.timestamp, log)
+
+
+def ctr_parts(
+    dataset: Dataset,
+    split: Split,
+    specs: Sequence[FieldSpec] | None = None,
+    threshold: float = 4.0,
+) -> tuple[FieldSchema, dict[str, CTRPart]]:
+    """Fit `specs` (default :func:`recfunnel.data.movielens.movielens_fields`) on the split's train
+    part and encode train, valid and test with label = rating >= threshold. Histories read all
+    interactions, but only those strictly earlier than each row, so no row sees its own or a later
+    event."""
+    ratings = dataset.interactions.rating
+    if ratings is None:
+        raise ValueError(f"dataset {dataset.name!r} has no ratings to derive CTR labels from")
+    if specs is None:
+        from recfunnel.data.movielens import movielens_fields  # the MovieLens task imports this module
+
+        specs = movielens_fields()
+    schema = fit_schema(specs, dataset, split.train)
+    parts = {}
+    for name in ("train", "valid", "test"):
+        rows = split.rows(name)
+        ints = dataset.interactions.take(rows)
+        parts[name] = CTRPart(
+            encode_rows(schema, dataset, rows),
+            torch.from_numpy((ratings[rows] >= threshold).astype(np.float32)),
+            ints.user,
+            ints.item,
+            rows,
+        )
+    return schema, parts
