@@ -1,12 +1,15 @@
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
 import torch
 
 import recfunnel
-from recfunnel.artifacts import FORMAT_VERSION, ArtifactError, load_artifact, save_artifact
+from recfunnel.artifacts import FORMAT_VERSION, ArtifactError, artifact_file, load_artifact, save_artifact
 
 
 def _save(path, **overrides):
@@ -216,3 +219,183 @@ def test_failed_save_keeps_previous_artifact_loadable(tmp_path, monkeypatch):
         _save(tmp_path / "art", family="other")
     assert load_artifact(tmp_path / "art").family == "two_tower"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+# ------------------------------------------------------------------------------------------
+# Extra files (files=) and refusal of unlisted files
+# ------------------------------------------------------------------------------------------
+
+
+def test_extra_files_are_written_inside_the_artifact_and_checksummed(tmp_path):
+    art_dir = tmp_path / "art"
+    _save(art_dir, files={"split.npz": b"split bytes", "notes.txt": lambda p: p.write_text("hi")})
+    m = _manifest(art_dir)
+    assert m["extra_files"] == ["notes.txt", "split.npz"]
+    assert m["files"]["split.npz"] == hashlib.sha256(b"split bytes").hexdigest()
+    art = load_artifact(art_dir)
+    assert art.extra_files == ["notes.txt", "split.npz"]
+    assert art.file("split.npz").read_bytes() == b"split bytes"
+    assert artifact_file(art_dir, "notes.txt").read_text() == "hi"
+    with pytest.raises(ArtifactError, match="lists no other.bin"):
+        art.file("other.bin")
+
+
+def test_an_edited_extra_file_is_refused(tmp_path):
+    _save(tmp_path / "art", files={"split.npz": b"the split trained on"})
+    (tmp_path / "art" / "split.npz").write_bytes(b"another split")
+    with pytest.raises(ArtifactError, match=r"split\.npz is corrupt \(sha256 mismatch"):
+        load_artifact(tmp_path / "art")
+    with pytest.raises(ArtifactError, match=r"split\.npz is corrupt"):
+        artifact_file(tmp_path / "art", "split.npz")
+
+
+def test_a_file_added_after_saving_is_refused_with_the_reason(tmp_path):
+    _save(tmp_path / "art")
+    (tmp_path / "art" / "split.npz").write_bytes(b"written after the rename")
+    with pytest.raises(
+        ArtifactError, match=r"holds split\.npz, not listed in manifest\.json.*added afterwards"
+    ):
+        load_artifact(tmp_path / "art")
+    with pytest.raises(ArtifactError, match=r"lists no split\.npz"):
+        artifact_file(tmp_path / "art", "split.npz")
+
+
+def test_an_index_folder_inside_the_artifact_is_tolerated(tmp_path):
+    _save(tmp_path / "art")
+    (tmp_path / "art" / "index" / "hnsw").mkdir(parents=True)
+    assert load_artifact(tmp_path / "art").family == "two_tower"
+
+
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        ({"../x": b""}, "not usable as a file name"),
+        ({".hidden": b""}, "not usable as a file name"),
+        ({"manifest.json": b""}, "reserved"),
+        ({"index": b""}, "reserved"),
+        ({"weights.safetensors": b""}, "clashes"),
+        ({"vocab_user.json": b""}, "clashes"),
+        ({"a.txt": "text, not bytes"}, "give bytes or a callable"),
+    ],
+)
+def test_bad_extra_files_are_refused_before_writing(tmp_path, files, match):
+    with pytest.raises(ArtifactError, match=match):
+        _save(tmp_path / "art", files=files)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_extra_file_writer_keeps_the_previous_artifact(tmp_path):
+    _save(tmp_path / "art", files={"split.npz": b"old"})
+
+    def writer(path):
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _save(tmp_path / "art", family="other", files={"split.npz": writer})
+    art = load_artifact(tmp_path / "art")
+    assert (art.family, art.file("split.npz").read_bytes()) == ("two_tower", b"old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+# ------------------------------------------------------------------------------------------
+# kill -9 at any point of a save leaves the old or the new artifact, complete and loadable
+# ------------------------------------------------------------------------------------------
+
+_CHILD = r"""
+import os, signal, sys
+from pathlib import Path
+import torch
+from recfunnel import artifacts, atomic
+
+path, phase = Path(sys.argv[1]), sys.argv[2]
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def after(fn, then):
+    def wrapped(*a, **k):
+        out = fn(*a, **k)
+        then(*a)
+        return out
+    return wrapped
+
+
+if phase in ("set-aside", "after-rename"):  # the two-rename fallback of non-Linux platforms
+    atomic._exchange = lambda a, b: False
+
+    def kill_at(src, dst):
+        dst = Path(dst)
+        if dst.name.startswith(".art.old-") if phase == "set-aside" else dst == path:
+            die()
+
+    atomic.os.rename = after(os.rename, kill_at)
+if phase == "weights":
+    artifacts.save_file = lambda tensors, target: (Path(target).write_bytes(b"half a weights file"), die())
+if phase == "before-swap":
+    atomic._fsync_tree = after(atomic._fsync_tree, lambda *a: die())
+if phase == "after-exchange":
+    atomic._exchange = after(atomic._exchange, lambda *a: die())
+if phase == "removing-old":
+    def remove(p):
+        next(p.iterdir()).unlink()
+        die()
+    atomic._remove = remove
+
+
+def split_writer(target):
+    target.write_bytes(b"new split" if phase != "extra-file" else b"new sp")
+    if phase == "extra-file":
+        die()
+
+
+artifacts.save_artifact(
+    path, family="new", config={}, tensors={"w": torch.full((64,), 2.0)}, vocabs={"item": ["a", "b"]},
+    files={"split.npz": split_writer},
+)
+"""
+
+# phase -> which artifact a reader must find afterwards
+_KILL_POINTS = {
+    "weights": "old",
+    "extra-file": "old",
+    "before-swap": "old",
+    "after-exchange": "new",
+    "set-aside": "old",
+    "after-rename": "new",
+    "removing-old": "new",
+}
+
+
+@pytest.mark.parametrize("phase", list(_KILL_POINTS))
+def test_sigkill_during_save_leaves_the_old_or_the_new_artifact_complete(tmp_path, phase):
+    from recfunnel import atomic
+
+    if phase == "after-exchange" and atomic._renameat2 is None:
+        pytest.skip("needs Linux renameat2")
+    path = tmp_path / "art"
+    save_artifact(
+        path,
+        family="old",
+        config={},
+        tensors={"w": torch.ones(64)},
+        vocabs={},
+        files={"split.npz": b"old split"},
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), phase], capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    if phase == "set-aside":
+        assert not path.exists()  # killed between the two renames: the next reader puts it back
+    art = load_artifact(path)
+    assert art.family == _KILL_POINTS[phase]
+    split = {"old": b"old split", "new": b"new split"}[art.family]
+    assert art.file("split.npz").read_bytes() == split
+    assert torch.equal(art.tensors["w"], torch.full((64,), 1.0 if art.family == "old" else 2.0))
+    # the next save deletes what the killed writer left behind
+    save_artifact(path, family="next", config={}, tensors={}, vocabs={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert load_artifact(path).family == "next"

@@ -1,10 +1,12 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from recfunnel import atomic
-from recfunnel.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
+from recfunnel.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, clean_stale, recover_dir
 
 
 def _names(parent: Path) -> list[str]:
@@ -99,6 +101,7 @@ def test_atomic_dir_failed_final_rename_restores_old_folder(tmp_path, monkeypatc
     final = tmp_path / "model"
     final.mkdir()
     (final / "old.txt").write_text("old")
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # the two-rename fallback
     real_rename = os.rename
 
     def rename(src, dst):
@@ -132,3 +135,106 @@ def test_atomic_dir_fsyncs_every_file_before_rename(tmp_path, monkeypatch):
         return
     names = {Path(s).name for s in synced}
     assert {"a", "b"} <= names
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _tagged(parent: Path, name: str, kind: str, pid: int, host: str | None = None) -> Path:
+    p = parent / f".{name}.{kind}-{host or atomic._HOST}-{pid}-{'ab' * 6}"
+    p.mkdir()
+    (p / "f").write_text(kind)
+    return p
+
+
+def test_temp_folder_name_records_host_and_writer_pid(tmp_path):
+    with atomic_dir(tmp_path / "model") as tmp:
+        assert tmp.name.startswith(f".model.tmp-{atomic._HOST}-{os.getpid()}-")
+
+
+@pytest.mark.skipif(atomic._renameat2 is None, reason="needs Linux renameat2")
+def test_replacement_swaps_in_one_step_so_the_target_never_goes_missing(tmp_path, monkeypatch):
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    real_rename = os.rename
+
+    def rename(src, dst):  # the fallback would move the old folder aside first
+        raise AssertionError(f"renamed {src} -> {dst}: the target was missing for a moment")
+
+    monkeypatch.setattr(atomic.os, "rename", rename)
+    with atomic_dir(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+    monkeypatch.setattr(atomic.os, "rename", real_rename)
+    assert _names(final) == ["new.txt"]
+    assert _names(tmp_path) == ["model"]
+
+
+def test_two_rename_fallback_replaces_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with atomic_dir(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert _names(final) == ["new.txt"]
+    assert _names(tmp_path) == ["model"]
+
+
+def test_next_save_deletes_litter_of_dead_writers_only(tmp_path):
+    final = tmp_path / "model"
+    final.mkdir()
+    dead = _dead_pid()
+    stale_tmp = _tagged(tmp_path, "model", "tmp", dead)
+    stale_old = _tagged(tmp_path, "model", "old", dead)
+    live = _tagged(tmp_path, "model", "tmp", os.getppid())  # a live process: still writing
+    other_host = _tagged(tmp_path, "model", "tmp", dead, host="0" * 8)
+    untagged = tmp_path / ".model.tmp-0123456789ab"  # older recfunnel: owner unknown
+    untagged.mkdir()
+    other_target = _tagged(tmp_path, "model2", "tmp", dead)
+    with atomic_dir(final) as tmp:
+        (tmp / "x").write_text("x")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert stale_tmp.name not in left and stale_old.name not in left
+    assert {live.name, other_host.name, untagged.name, other_target.name, "model"} == left
+
+
+def test_stale_temp_files_of_atomic_writes_are_deleted_too(tmp_path):
+    stale = tmp_path / f".note.txt.tmp-{atomic._HOST}-{_dead_pid()}-{'cd' * 6}"
+    stale.write_text("half")
+    atomic_write_text(tmp_path / "note.txt", "whole")
+    assert _names(tmp_path) == ["note.txt"]
+
+
+def test_recover_dir_puts_back_the_folder_a_killed_writer_set_aside(tmp_path):
+    final = tmp_path / "model"
+    old = _tagged(tmp_path, "model", "old", _dead_pid())
+    assert recover_dir(final)
+    assert _names(final) == ["f"] and (final / "f").read_text() == "old"
+    assert _names(tmp_path) == ["model"]
+    assert not recover_dir(final)  # present: nothing to do
+    assert not old.exists()
+
+
+def test_recover_dir_leaves_a_live_writers_set_aside_folder_alone(tmp_path):
+    final = tmp_path / "model"
+    _tagged(tmp_path, "model", "old", os.getpid())  # this process, between its two renames
+    assert not recover_dir(final)
+    assert not final.exists()
+    assert clean_stale(final) == []
+    assert len(_names(tmp_path)) == 1
+
+
+def test_clean_stale_recovers_before_deleting_so_the_last_version_survives(tmp_path):
+    final = tmp_path / "model"
+    dead = _dead_pid()
+    _tagged(tmp_path, "model", "old", dead)
+    _tagged(tmp_path, "model", "tmp", dead)  # a half-written newer version
+    removed = clean_stale(final)
+    assert [p.name.split(".")[2][:3] for p in removed] == ["tmp"]
+    assert (final / "f").read_text() == "old"
+    assert _names(tmp_path) == ["model"]

@@ -4,11 +4,14 @@ Layout of an artifact folder::
 
     weights.safetensors      all tensors (safetensors, never pickle)
     vocab_<name>.json        one JSON list of raw id strings per vocabulary (index i -> id)
+    <extra files>            what the caller passed in ``files=`` (e.g. the run's ``split.npz``)
     manifest.json            written last; format version, family, config, metrics, sha256 of every file
+    index/<backend>/         optional, added later: ANN indexes, each a checked folder of its own
 
-The folder is written with :func:`recfunnel.atomic.atomic_dir`, so a reader sees either the previous
-artifact or the complete new one. :func:`load_artifact` validates the manifest and every checksum before
-it reads any weights.
+The folder is a checked folder (:mod:`recfunnel.folder`) written in one atomic step, so a reader sees
+either the previous artifact or the complete new one, extra files included. :func:`load_artifact`
+validates the manifest and every checksum, and refuses files the manifest does not list, before it
+reads any weights.
 """
 
 from __future__ import annotations
@@ -26,33 +29,54 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-import recfunnel
-from recfunnel.atomic import atomic_dir
 from recfunnel.errors import RecfunnelError
+from recfunnel.folder import (
+    LIBRARY,
+    FileSource,
+    FolderKind,
+    check_file_name,
+    read_folder_manifest,
+    sha256_file,
+    verify_folder_files,
+    write_folder,
+)
 
 __all__ = [
     "FORMAT_VERSION",
     "LIBRARY",
     "MANIFEST_NAME",
     "WEIGHTS_NAME",
+    "INDEX_DIR",
     "Artifact",
     "ArtifactError",
     "save_artifact",
     "load_artifact",
     "read_manifest",
+    "artifact_file",
     "sha256_file",
     "safetensors_ready",
 ]
 
 FORMAT_VERSION = 1
-LIBRARY = "recfunnel"
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.safetensors"
+#: the sub-folder where indexes built later live (recfunnel.index.index_dir); each checks itself
+INDEX_DIR = "index"
 _VOCAB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 class ArtifactError(RecfunnelError):
     """An artifact folder is missing, half-written, corrupt, or from an incompatible format version."""
+
+
+ARTIFACT = FolderKind(
+    noun="artifact",
+    manifest=MANIFEST_NAME,
+    format_version=FORMAT_VERSION,
+    error=ArtifactError,
+    required=(("family", str), ("vocab_hashes", dict), ("config", dict)),
+    tolerated=(INDEX_DIR,),
+)
 
 
 @dataclass(frozen=True)
@@ -80,13 +104,17 @@ class Artifact:
     def extra(self) -> dict[str, Any] | None:
         return self.manifest.get("extra")
 
+    @property
+    def extra_files(self) -> list[str]:
+        """Names of the files saved through ``save_artifact(files=...)`` (checked at load)."""
+        return list(self.manifest.get("extra_files") or [])
 
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
+    def file(self, name: str) -> Path:
+        """Path of the listed file ``name`` (its checksum was verified at load); ArtifactError if the
+        artifact has none."""
+        if name not in self.manifest["files"]:
+            raise ArtifactError(_unlisted(self.path, name))
+        return self.path / name
 
 
 def safetensors_ready(tensors: Mapping[str, torch.Tensor], what: str = "tensor") -> dict[str, torch.Tensor]:
@@ -112,10 +140,6 @@ def safetensors_ready(tensors: Mapping[str, torch.Tensor], what: str = "tensor")
     return out
 
 
-def _canonical_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def save_artifact(
     path: str | os.PathLike[str],
     *,
@@ -125,11 +149,18 @@ def save_artifact(
     vocabs: dict[str, list[str]],
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    files: Mapping[str, FileSource] | None = None,
 ) -> Path:
     """Write a model artifact folder at ``path`` atomically (replacing any existing one); return the path.
 
     ``config``, ``metrics`` and ``extra`` must be JSON-serialisable. Vocabulary names become file names
     (``vocab_<name>.json``) so they are restricted to letters, digits, ``_``, ``.`` and ``-``.
+    ``files``: more files to keep in the artifact, {name: bytes, or a callable that writes the path it
+    is given}, e.g. ``{"split.npz": lambda p: split.save(p)}``. They are written inside the temp
+    folder before the one rename and listed with their sha256 in the manifest (and their names under
+    ``extra_files``), so a kill leaves the old artifact or the new one with them, and an edited file
+    is refused at load. Names: letters, digits, ``_ . -``; not clashing with the weights, a
+    vocabulary, the manifest or ``index``.
     """
     path = Path(path)
     if not isinstance(family, str) or not family:
@@ -138,7 +169,8 @@ def save_artifact(
         ready = safetensors_ready(tensors)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"cannot save tensors: {exc}") from exc
-    vocab_blobs: list[tuple[str, str, bytes]] = []  # (vocab name, file name, JSON bytes)
+    blobs: dict[str, FileSource] = {WEIGHTS_NAME: lambda target: save_file(ready, target)}
+    vocab_hashes: dict[str, str] = {}
     for name, ids in vocabs.items():
         if not isinstance(name, str) or not _VOCAB_NAME_RE.match(name):
             raise ArtifactError(
@@ -151,7 +183,20 @@ def save_artifact(
                 f"vocabulary {name!r} holds a {type(bad).__name__} ({bad!r}); raw ids must be strings"
             )
         blob = json.dumps(ids, ensure_ascii=False).encode("utf-8")
-        vocab_blobs.append((name, f"vocab_{name}.json", blob))
+        blobs[f"vocab_{name}.json"] = blob
+        vocab_hashes[name] = hashlib.sha256(blob).hexdigest()
+    extra_names = []
+    for name, source in (files or {}).items():
+        check_file_name(name, ARTIFACT)
+        if name in blobs:
+            raise ArtifactError(f"extra file {name!r} clashes with the artifact's own {name}; rename it")
+        if not isinstance(source, (bytes, bytearray, memoryview)) and not callable(source):
+            raise ArtifactError(
+                f"extra file {name!r}: give bytes or a callable that writes the path it is given, "
+                f"not a {type(source).__name__}"
+            )
+        blobs[name] = source
+        extra_names.append(name)
     # Validate JSON-ability before writing anything.
     meta = {"config": config, "metrics": metrics, "extra": extra}
     for key, value in meta.items():
@@ -159,86 +204,35 @@ def save_artifact(
             json.dumps(value)
         except (TypeError, ValueError) as exc:
             raise ArtifactError(f"{key} is not JSON-serialisable: {exc}") from exc
-
-    with atomic_dir(path) as tmp:
-        files: dict[str, str] = {}
-        save_file(ready, tmp / WEIGHTS_NAME)
-        files[WEIGHTS_NAME] = sha256_file(tmp / WEIGHTS_NAME)
-        vocab_hashes: dict[str, str] = {}
-        for name, fname, blob in vocab_blobs:
-            with open(tmp / fname, "wb") as fh:
-                fh.write(blob)
-            digest = hashlib.sha256(blob).hexdigest()
-            files[fname] = digest
-            vocab_hashes[name] = digest
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "library": LIBRARY,
-            "library_version": recfunnel.__version__,
-            "family": family,
-            "config": config,
-            "metrics": metrics,
-            "extra": extra,
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "files": files,
-            "vocab_hashes": vocab_hashes,
-        }
-        # Manifest last: a folder with a manifest has all the files the manifest lists.
-        (tmp / MANIFEST_NAME).write_text(_canonical_json(manifest), encoding="utf-8")
-    return path
+    manifest = {
+        "family": family,
+        "config": config,
+        "metrics": metrics,
+        "extra": extra,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "vocab_hashes": vocab_hashes,
+    }
+    if extra_names:
+        manifest["extra_files"] = sorted(extra_names)
+    return write_folder(path, ARTIFACT, blobs, manifest)
 
 
-def _listing(path: Path) -> str:
-    names = sorted(p.name for p in path.iterdir())
-    return ", ".join(names) if names else "nothing (empty folder)"
+def _unlisted(path: Path, name: str) -> str:
+    return (
+        f"the artifact at {path} lists no {name} in its {MANIFEST_NAME} (saved without it, or by an "
+        f"older recfunnel that wrote it outside the checked files); save the artifact again"
+    )
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate ``manifest.json`` (existence, JSON, library, format version, structure).
 
-    Does not verify file checksums; :func:`load_artifact` does.
+    Does not verify file checksums; :func:`load_artifact` and :func:`artifact_file` do.
     """
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"no artifact at {path}")
-    if not path.is_dir():
-        raise ArtifactError(f"no artifact at {path}: it is a file, an artifact is a folder")
+    manifest = read_folder_manifest(path, ARTIFACT)
     mpath = path / MANIFEST_NAME
-    if not mpath.is_file():
-        raise ArtifactError(
-            f"{path} has no {MANIFEST_NAME}: it looks half-written or is not a recfunnel artifact "
-            f"(it contains: {_listing(path)})"
-        )
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{mpath} is not valid JSON ({exc}); the artifact is corrupt") from exc
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{mpath} must hold a JSON object, found {type(manifest).__name__}")
-    if manifest.get("library") != LIBRARY:
-        raise ArtifactError(
-            f"{path} is not a recfunnel artifact (manifest library is {manifest.get('library')!r})"
-        )
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        written_by = manifest.get("library_version", "an unknown version")
-        raise ArtifactError(
-            f"artifact format v{version} was written by recfunnel {written_by}; this is recfunnel "
-            f"{recfunnel.__version__} which reads format v{FORMAT_VERSION}"
-        )
-    for key, typ in (("family", str), ("files", dict), ("vocab_hashes", dict), ("config", dict)):
-        if not isinstance(manifest.get(key), typ):
-            raise ArtifactError(f"{mpath} is malformed: {key!r} missing or not a {typ.__name__}")
     files = manifest["files"]
-    for fname, digest in files.items():
-        if (
-            not isinstance(fname, str)
-            or fname in ("", ".", "..", MANIFEST_NAME)
-            or "/" in fname
-            or "\\" in fname
-            or not isinstance(digest, str)
-        ):
-            raise ArtifactError(f"{mpath} is malformed: bad files entry {fname!r}: {digest!r}")
     if WEIGHTS_NAME not in files:
         raise ArtifactError(f"{mpath} is malformed: it does not list {WEIGHTS_NAME}")
     for name, digest in manifest["vocab_hashes"].items():
@@ -250,6 +244,17 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
+def artifact_file(path: str | os.PathLike[str], name: str) -> Path:
+    """The path of file ``name`` of the artifact at ``path``, after checking that the manifest lists
+    it and that its sha256 matches (without reading the weights); ArtifactError otherwise."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if name not in manifest["files"]:
+        raise ArtifactError(_unlisted(path, name))
+    verify_folder_files(path, ARTIFACT, manifest, only=(name,))
+    return path / name
+
+
 def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     """Load an artifact folder, validating manifest, format version and every sha256 before reading weights.
 
@@ -257,12 +262,7 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     """
     path = Path(path)
     manifest = read_manifest(path)
-    for fname, expected in manifest["files"].items():
-        fpath = path / fname
-        if not fpath.is_file():
-            raise ArtifactError(f"{fname} is missing from {path} (listed in {MANIFEST_NAME})")
-        if sha256_file(fpath) != expected:
-            raise ArtifactError(f"{fname} in {path} is corrupt (sha256 mismatch with {MANIFEST_NAME})")
+    verify_folder_files(path, ARTIFACT, manifest)
     try:
         tensors = load_file(path / WEIGHTS_NAME, device="cpu")
     except Exception as exc:  # checksum matched, so this is a bad file written as such
