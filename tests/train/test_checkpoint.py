@@ -1,11 +1,19 @@
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from recfunnel.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recfunnel.errors import RecfunnelError
+from recfunnel.train.checkpoint import (
+    CheckpointError,
+    fingerprint_arrays,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 
 N_ITEMS, DIM = 20, 6
 
@@ -243,3 +251,102 @@ def test_tensor_valued_learning_rate_round_trips(tmp_path):
     lr = opt2.param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and lr.item() == pytest.approx(0.01)
     _assert_same_opt_state(opt, opt2)
+
+
+# ------------------------------------------------------------------------------------------
+# Identity (what the run trained on) and refusals with a sentence
+# ------------------------------------------------------------------------------------------
+
+IDENTITY = {"dataset": "d" * 64, "split": "s" * 64, "model": "gmf"}
+
+
+def test_identity_is_recorded_and_an_equal_one_resumes(tmp_path):
+    model, opts = _make()
+    save_checkpoint(tmp_path / "ckpt", model=model, optimizers=opts, state={"epoch": 1}, identity=IDENTITY)
+    assert read_checkpoint_meta(tmp_path / "ckpt")["identity"] == IDENTITY
+    fresh, fresh_opts = _make(seed=2)
+    state = load_checkpoint(tmp_path / "ckpt", model=fresh, optimizers=fresh_opts, identity=dict(IDENTITY))
+    assert state == {"epoch": 1}
+    _assert_same_params(model, fresh)
+
+
+@pytest.mark.parametrize(
+    ("saved", "wanted", "key"),
+    [
+        (IDENTITY, {**IDENTITY, "dataset": "e" * 64}, "dataset"),
+        (IDENTITY, {**IDENTITY, "split": "t" * 64}, "split"),
+        (IDENTITY, {**IDENTITY, "objective": "bpr"}, "objective"),
+        (None, IDENTITY, "dataset"),
+    ],
+    ids=["other-dataset", "other-split", "new-key", "not-recorded"],
+)
+def test_another_identity_is_refused_naming_the_key_both_values_and_the_way_out(tmp_path, saved, wanted, key):
+    model, opts = _make()
+    save_checkpoint(tmp_path / "ckpt", model=model, optimizers=opts, state={}, identity=saved)
+    fresh, fresh_opts = _make(seed=2)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "ckpt", model=fresh, optimizers=fresh_opts, identity=wanted)
+    msg = str(err.value)
+    assert f"saved with {key} " in msg and f"this run has {key} " in msg
+    old = (saved or {}).get(key)
+    assert (repr(old[:16] + "...") if old else "not recorded") in msg
+    assert "Delete" in msg and f"original {key}" in msg
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_identity_values_must_be_strings(tmp_path):
+    model, opts = _make()
+    with pytest.raises(CheckpointError, match="identity must map names to strings"):
+        save_checkpoint(tmp_path / "ckpt", model=model, optimizers=opts, state={}, identity={"dataset": 3})
+
+
+def test_a_model_shape_change_names_the_shapes_and_what_to_do(tmp_path):
+    model, opts = _make()
+    save_checkpoint(tmp_path / "ckpt", model=model, optimizers=opts, state={})
+    other = Tiny()
+    other.emb = nn.Embedding(N_ITEMS + 1, DIM, sparse=True)
+    other_opts = [torch.optim.SparseAdam(other.emb.parameters()), torch.optim.Adam(other.head.parameters())]
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "ckpt", model=other, optimizers=other_opts)
+    msg = str(err.value)
+    assert f"emb.weight [{N_ITEMS}, {DIM}] -> [{N_ITEMS + 1}, {DIM}]" in msg
+    assert "delete the checkpoint folder" in msg
+    assert isinstance(err.value, RecfunnelError) and isinstance(err.value, ValueError)
+
+
+def test_optimizer_state_for_parameters_of_other_shapes_is_refused_before_any_step(tmp_path):
+    model, opts = _make()
+    _train(model, opts, range(2))
+    save_checkpoint(tmp_path / "ckpt", model=model, optimizers=opts, state={})
+    fresh, _ = _make(seed=4)
+    # same model, same optimiser classes, but the dense optimiser lists its parameters in another
+    # order: torch would load the state and fail at the next step() with a raw shape error
+    swapped = [
+        torch.optim.SparseAdam(fresh.emb.parameters(), lr=0.05),
+        torch.optim.Adam([fresh.head.bias, fresh.head.weight], lr=0.05),
+    ]
+    with pytest.raises(CheckpointError, match=r"optimizer 1 \(Adam\) group 0 .*shapes \[\[1, 6\], \[1\]\]"):
+        load_checkpoint(tmp_path / "ckpt", model=fresh, optimizers=swapped)
+
+
+def test_a_file_added_to_a_checkpoint_is_refused(tmp_path):
+    model, opts = _make()
+    save_checkpoint(tmp_path / "ckpt", model=model, optimizers=opts, state={})
+    (tmp_path / "ckpt" / "notes.txt").write_text("x")
+    with pytest.raises(CheckpointError, match=r"holds notes\.txt, not listed in checkpoint\.json"):
+        load_checkpoint(tmp_path / "ckpt", model=model, optimizers=opts)
+
+
+def test_fingerprint_arrays_sees_dtype_shape_order_and_content():
+    a = np.arange(6, dtype=np.int64)
+    base = fingerprint_arrays(a, None)
+    assert base == fingerprint_arrays(a.copy(), None) == fingerprint_arrays(torch.arange(6), None)
+    others = [
+        fingerprint_arrays(a.astype(np.int32), None),
+        fingerprint_arrays(a.reshape(2, 3), None),
+        fingerprint_arrays(None, a),
+        fingerprint_arrays(a[::-1], None),
+        fingerprint_arrays(a),
+    ]
+    assert len({base, *others}) == 6

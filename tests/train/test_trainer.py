@@ -14,6 +14,7 @@ from recfunnel.data.splits import leave_one_out
 from recfunnel.eval.protocols import evaluate_sampled
 from recfunnel.models.mf import MF, MFConfig
 from recfunnel.models.ncf import GMF, MLP, GMFConfig, MLPConfig
+from recfunnel.train.checkpoint import CheckpointError, data_identity, split_fingerprint
 from recfunnel.train.objectives import PointwiseBCE
 from recfunnel.train.trainer import TrainConfig, Trainer, build_optimizers, seed_everything
 
@@ -22,6 +23,12 @@ from recfunnel.train.trainer import TrainConfig, Trainer, build_optimizers, seed
 def data():
     """60 users in 3 taste groups over 45 items (15 per group), 8..14 events each, timestamped;
     leave-one-out with 20 sampled negatives per eval user."""
+    return _groups()
+
+
+def _groups(time_seed=None):
+    """The `data` fixture's dataset; `time_seed` reorders each user's timestamps: other data of the
+    same shape (same users, items and interactions, another held-out item per user)."""
     rng = np.random.default_rng(1)
     users, items, ts = [], [], []
     for u in range(60):
@@ -33,19 +40,21 @@ def data():
         users += [u] * len(chosen)
         items += chosen
         ts += rng.permutation(len(chosen)).tolist()
+    if time_seed is not None:
+        ts = np.random.default_rng(time_seed).permutation(ts).tolist()
     ds = build_dataset("groups", pl.DataFrame({"user": users, "item": items, "timestamp": ts}))
     split = leave_one_out(ds).with_negatives(ds, n=20, seed=0)
     return ds, split
 
 
-def fit(data, make_model, cfg, ckpt=None, resume=False, max_epochs=None, validate=True):
+def fit(data, make_model, cfg, ckpt=None, resume=False, max_epochs=None, validate=True, identity=None):
     ds, split = data
     seed_everything(cfg.seed)
     model = make_model(ds)
     objective = PointwiseBCE(split.part(ds, "train"), ds.n_users, ds.n_items, k=2)
     val = (lambda m: evaluate_sampled(m, ds, split, "valid", ks=(5, 10)).metrics) if validate else None
     report = Trainer(cfg).fit(
-        model, objective, val, checkpoint_dir=ckpt, resume=resume, max_epochs=max_epochs
+        model, objective, val, checkpoint_dir=ckpt, resume=resume, max_epochs=max_epochs, identity=identity
     )
     return model, report
 
@@ -113,6 +122,43 @@ def test_resume_without_a_checkpoint_is_a_clear_file_not_found_error(tmp_path, d
         fit(data, gmf, cfg, tmp_path / "empty", resume=True)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         fit(data, gmf, cfg, None, resume=True)
+
+
+def test_resume_on_other_data_of_the_same_shape_is_refused_and_on_the_same_data_continues(tmp_path, data):
+    ds, split = data
+    other = _groups(time_seed=5)
+    assert (other[0].n_users, other[0].n_items) == (ds.n_users, ds.n_items)
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=0.01, patience=0, progress=False)
+    ident = data_identity(ds, split, model="gmf")
+    fit(data, gmf, cfg, tmp_path, max_epochs=1, identity=ident)
+    with pytest.raises(CheckpointError) as err:
+        fit(other, gmf, cfg, tmp_path, resume=True, identity=data_identity(*other, model="gmf"))
+    msg = str(err.value)
+    assert "saved with dataset" in msg and f"Delete {tmp_path}" in msg and "original dataset" in msg
+    assert repr(ident["dataset"][:16] + "...") in msg
+    # the same data under another split: the split is named
+    resplit = leave_one_out(ds)  # no sampled negatives this time
+    assert split_fingerprint(resplit) != ident["split"]
+    with pytest.raises(CheckpointError, match="saved with split"):
+        fit((ds, resplit), gmf, cfg, tmp_path, resume=True, identity=data_identity(ds, resplit, model="gmf"))
+    _, report = fit(data, gmf, cfg, tmp_path, resume=True, identity=ident)
+    assert [h["epoch"] for h in report.history] == [0, 1, 2]
+    assert json.loads((tmp_path / "last" / "checkpoint.json").read_text())["identity"] == ident
+
+
+def test_resume_after_a_model_shape_change_is_a_checkpoint_error_saying_what_to_do(tmp_path, data):
+    cfg = TrainConfig(epochs=2, batch_size=128, progress=False, patience=0)
+    fit(data, gmf, cfg, tmp_path, max_epochs=1)
+
+    def wider(ds):
+        return GMF(GMFConfig(factors=16, sparse=True), ds.n_users, ds.n_items)
+
+    with pytest.raises(
+        CheckpointError, match=r"does not fit this model: shape mismatch.*delete the checkpoint"
+    ):
+        fit(data, wider, cfg, tmp_path, resume=True)
+    with pytest.raises(ValueError, match="was trained with"):  # CheckpointError is a ValueError too
+        fit(data, gmf, cfg.model_copy(update={"lr": 0.5}), tmp_path, resume=True)
 
 
 # ------------------------------------------------------------------------------------------

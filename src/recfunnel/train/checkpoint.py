@@ -15,22 +15,37 @@ optimizer's ``state_dict()`` equals the saved one exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-import recfunnel
-from recfunnel.artifacts import safetensors_ready, sha256_file
-from recfunnel.atomic import atomic_dir
+from recfunnel.artifacts import safetensors_ready
 from recfunnel.errors import RecfunnelError
+from recfunnel.folder import FolderKind, read_checked_folder, write_folder
 
-__all__ = ["CHECKPOINT_FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint"]
+if TYPE_CHECKING:
+    from recfunnel.data.dataset import Dataset
+    from recfunnel.data.splits import Split
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_meta",
+    "check_identity",
+    "fingerprint_arrays",
+    "split_fingerprint",
+    "data_identity",
+]
 
 CHECKPOINT_FORMAT_VERSION = 1
 MODEL_NAME = "model.safetensors"
@@ -41,8 +56,83 @@ _TUPLE = "__tuple__"
 _TENSOR = "__tensor__"
 
 
-class CheckpointError(RecfunnelError):
-    """A checkpoint is missing, half-written, corrupt, or does not fit the model/optimizers given."""
+class CheckpointError(RecfunnelError, ValueError):
+    """A checkpoint is missing, half-written, corrupt, or does not fit the model/optimizers/data given.
+
+    Also a ValueError, as the run layer's other refusals of what it was asked to resume."""
+
+
+CHECKPOINT = FolderKind(
+    noun="checkpoint",
+    manifest=META_NAME,
+    format_version=CHECKPOINT_FORMAT_VERSION,
+    error=CheckpointError,
+    required=(("optimizers", list),),
+)
+_RESUME_HINT = (
+    "To start afresh, delete the checkpoint folder; to resume it, run with the model, optimisers and "
+    "data it was saved with"
+)
+
+
+def fingerprint_arrays(*arrays: np.ndarray | torch.Tensor | None) -> str:
+    """sha256 hex over arrays' dtype, shape and bytes, in order (None counts as an absent slot), so
+    equal fingerprints mean equal arrays, not merely equal bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none;")
+            continue
+        if isinstance(a, torch.Tensor):
+            a = a.detach().cpu().numpy()
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def split_fingerprint(split: Split) -> str:
+    """sha256 hex of a split: method, parameters, the dataset fingerprint it was made for, the
+    train / valid / test rows and the sampled negatives."""
+    head = json.dumps(
+        {"method": split.method, "params": split.params, "dataset": split.dataset_fingerprint},
+        sort_keys=True,
+        default=str,
+    )
+    negs = [
+        x for k in sorted(split.negatives) for x in (np.frombuffer(k.encode(), np.uint8), split.negatives[k])
+    ]
+    return fingerprint_arrays(
+        np.frombuffer(head.encode(), np.uint8), split.train, split.valid, split.test, *negs
+    )
+
+
+def data_identity(dataset: Dataset, split: Split, **more: str) -> dict[str, str]:
+    """``{"dataset": dataset.fingerprint(), "split": split_fingerprint(split), **more}``: what a
+    checkpoint records so that ``--resume`` on other data is refused (see Trainer.fit's identity)."""
+    return {"dataset": dataset.fingerprint(), "split": split_fingerprint(split), **more}
+
+
+def check_identity(
+    where: str | os.PathLike[str], saved: Mapping[str, str] | None, wanted: Mapping[str, str]
+) -> None:
+    """Raise CheckpointError naming the first key whose value differs between the identity saved in
+    a checkpoint and this run's (old and new value), saying to delete ``where`` or use the original."""
+    saved = dict(saved or {})
+    for key in sorted(set(saved) | set(wanted)):
+        old, new = saved.get(key), wanted.get(key)
+        if old != new:
+            raise CheckpointError(
+                f"cannot resume: the checkpoint was saved with {key} {_short(old)}, this run has {key} "
+                f"{_short(new)}; resuming would silently continue training on other data or settings. "
+                f"Delete {where} to start afresh, or resume with the original {key}"
+            )
+
+
+def _short(value: str | None) -> str:
+    if value is None:
+        return "not recorded"
+    return repr(value[:16] + "...") if len(value) > 19 else repr(value)
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -91,7 +181,8 @@ def _flatten_optimizer(i: int, opt: torch.optim.Optimizer, tensors: dict[str, to
             else:
                 enc[key] = _encode(value, f"optimizer {i} param_groups[{g}][{key}]")
         groups.append(enc)
-    return {"class": type(opt).__name__, "scalars": scalars, "param_groups": groups}
+    shapes = [[list(p.shape) for p in group["params"]] for group in opt.param_groups]
+    return {"class": type(opt).__name__, "scalars": scalars, "param_groups": groups, "param_shapes": shapes}
 
 
 def save_checkpoint(
@@ -100,17 +191,22 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizers: Sequence[torch.optim.Optimizer],
     state: dict[str, Any],
+    identity: Mapping[str, str] | None = None,
 ) -> None:
     """Write a resumable checkpoint folder at ``path`` atomically (replacing any existing one).
 
     ``state`` is the trainer's JSON-serialisable state (epoch, best metric, history, ...); it is returned
-    unchanged (modulo JSON: tuples come back as lists) by :func:`load_checkpoint`.
+    unchanged (modulo JSON: tuples come back as lists) by :func:`load_checkpoint`. ``identity``
+    ({name: fingerprint}, e.g. :func:`data_identity`) is recorded for :func:`load_checkpoint` to check.
     """
-    path = Path(path)
     try:
         state_json = json.dumps(state)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"trainer state is not JSON-serialisable: {exc}") from exc
+    if identity is not None and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in identity.items()
+    ):
+        raise CheckpointError(f"identity must map names to strings (fingerprints), got {dict(identity)!r}")
 
     try:
         model_tensors = safetensors_ready(model.state_dict(), "model state_dict entry")
@@ -122,61 +218,27 @@ def save_checkpoint(
         train_tensors = safetensors_ready(train_tensors, "optimizer state")
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot save optimizer state: {exc}") from exc
-
-    with atomic_dir(path) as tmp:
-        save_file(model_tensors, tmp / MODEL_NAME)
-        save_file(train_tensors, tmp / TRAIN_NAME)
-        meta = {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "library": "recfunnel",
-            "library_version": recfunnel.__version__,
-            "torch_version": torch.__version__,
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "state": json.loads(state_json),
-            "optimizers": opt_meta,
-            "files": {name: sha256_file(tmp / name) for name in (MODEL_NAME, TRAIN_NAME)},
-        }
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    meta = {
+        "torch_version": torch.__version__,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "state": json.loads(state_json),
+        "optimizers": opt_meta,
+        "identity": dict(identity) if identity is not None else None,
+    }
+    files = {
+        MODEL_NAME: lambda target: save_file(model_tensors, target),
+        TRAIN_NAME: lambda target: save_file(train_tensors, target),
+    }
+    write_folder(path, CHECKPOINT, files, meta)
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
-    if not path.is_dir():
-        raise CheckpointError(f"no checkpoint at {path}: it is a file, a checkpoint is a folder")
-    mpath = path / META_NAME
-    if not mpath.is_file():
-        listing = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing (empty folder)"
-        raise CheckpointError(
-            f"{path} has no {META_NAME}: it looks half-written or is not a recfunnel checkpoint "
-            f"(it contains: {listing})"
-        )
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{mpath} is not valid JSON ({exc}); the checkpoint is corrupt") from exc
-    if not isinstance(meta, dict) or meta.get("library") != "recfunnel":
-        raise CheckpointError(f"{path} is not a recfunnel checkpoint")
-    version = meta.get("format_version")
-    if version != CHECKPOINT_FORMAT_VERSION or isinstance(version, bool):
-        raise CheckpointError(
-            f"checkpoint format v{version} was written by recfunnel {meta.get('library_version', '?')}; "
-            f"this is recfunnel {recfunnel.__version__} which reads checkpoint format "
-            f"v{CHECKPOINT_FORMAT_VERSION}"
-        )
-    files = meta.get("files")
-    if (
-        not isinstance(files, dict)
-        or set(files) != {MODEL_NAME, TRAIN_NAME}
-        or not isinstance(meta.get("optimizers"), list)
-        or "state" not in meta
-    ):
-        raise CheckpointError(f"{mpath} is malformed")
-    for name, expected in files.items():
-        if not (path / name).is_file():
-            raise CheckpointError(f"{name} is missing from checkpoint {path}")
-        if sha256_file(path / name) != expected:
-            raise CheckpointError(f"{name} in checkpoint {path} is corrupt (sha256 mismatch)")
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``checkpoint.json`` of the checkpoint at ``path`` and verify its files (checksums, nothing
+    missing or unlisted); raises CheckpointError. Loads no tensors."""
+    path = Path(path)
+    meta = read_checked_folder(path, CHECKPOINT)
+    if set(meta["files"]) != {MODEL_NAME, TRAIN_NAME} or "state" not in meta:
+        raise CheckpointError(f"{path / META_NAME} is malformed: it must list {MODEL_NAME} and {TRAIN_NAME}")
     return meta
 
 
@@ -208,24 +270,30 @@ def load_checkpoint(
     *,
     model: torch.nn.Module,
     optimizers: Sequence[torch.optim.Optimizer],
+    identity: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Restore ``model``, ``optimizers`` (same order, classes and param groups as when saved) and the
     torch global RNG state from the checkpoint at ``path``; return the trainer ``state`` dict.
 
-    Presence, checksums, optimizer count/classes and model keys/shapes are checked before anything is
-    modified; raises :class:`CheckpointError` on any problem.
+    Presence, checksums, the ``identity`` (when given: must equal the saved one, key by key),
+    optimizer count/classes, model keys/shapes and optimizer state shapes are checked before anything
+    is modified; raises :class:`CheckpointError` with a sentence on what differs and what to do.
     """
     path = Path(path)
-    meta = _read_meta(path)
+    meta = read_checkpoint_meta(path)
+    if identity is not None:
+        check_identity(path, meta.get("identity"), identity)
     saved_opts = meta["optimizers"]
     if len(saved_opts) != len(optimizers):
         raise CheckpointError(
-            f"checkpoint {path} holds state for {len(saved_opts)} optimizer(s), got {len(optimizers)}"
+            f"checkpoint {path} holds state for {len(saved_opts)} optimizer(s), got {len(optimizers)} "
+            f"(sparse and dense embeddings get separate optimisers). {_RESUME_HINT}"
         )
     for i, (saved, opt) in enumerate(zip(saved_opts, optimizers, strict=True)):
         if saved.get("class") != type(opt).__name__:
             raise CheckpointError(
-                f"optimizer {i} in checkpoint {path} was {saved.get('class')}, got {type(opt).__name__}"
+                f"optimizer {i} in checkpoint {path} was {saved.get('class')}, got {type(opt).__name__}. "
+                f"{_RESUME_HINT}"
             )
     try:
         model_sd = load_file(path / MODEL_NAME, device="cpu")
@@ -239,27 +307,70 @@ def load_checkpoint(
     except (KeyError, ValueError, IndexError, TypeError) as exc:
         raise CheckpointError(f"optimizer state in checkpoint {path} is malformed: {exc!r}") from exc
 
-    # load_state_dict copies matching entries before it reports mismatches; check first so that a
-    # checkpoint for another model leaves this one untouched.
-    current = model.state_dict()
-    missing = sorted(set(current) - set(model_sd))
-    unexpected = sorted(set(model_sd) - set(current))
-    wrong_shape = sorted(k for k in set(current) & set(model_sd) if current[k].shape != model_sd[k].shape)
-    if missing or unexpected or wrong_shape:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit this model: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, shape mismatch {wrong_shape[:5]}"
-        )
+    # load_state_dict copies matching entries before it reports mismatches, and optimisers accept
+    # state of the wrong shape until their next step: check everything first, so that a checkpoint
+    # for another model leaves this one untouched and no raw error comes later.
+    _check_model_fits(path, model.state_dict(), model_sd)
+    for i, (saved, opt) in enumerate(zip(saved_opts, optimizers, strict=True)):
+        _check_optimizer_fits(path, i, saved, opt)
     try:
         model.load_state_dict(model_sd, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {exc}. {_RESUME_HINT}") from exc
     for i, (opt, sd) in enumerate(zip(optimizers, opt_sds, strict=True)):
         try:
             opt.load_state_dict(sd)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(
-                f"optimizer {i} ({type(opt).__name__}) state in checkpoint {path} does not fit: {exc}"
+                f"optimizer {i} ({type(opt).__name__}) state in checkpoint {path} does not fit: {exc}. "
+                f"{_RESUME_HINT}"
             ) from exc
     torch.set_rng_state(train_tensors[RNG_KEY])
     return meta["state"]
+
+
+def _check_model_fits(
+    path: Path, current: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor]
+) -> None:
+    missing = sorted(set(current) - set(saved))
+    unexpected = sorted(set(saved) - set(current))
+    wrong = sorted(k for k in set(current) & set(saved) if current[k].shape != saved[k].shape)
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if wrong:
+        shapes = ", ".join(f"{k} {list(saved[k].shape)} -> {list(current[k].shape)}" for k in wrong[:5])
+        parts.append(f"shape mismatch (checkpoint -> model) {shapes}")
+    if missing:
+        parts.append(f"missing from the checkpoint {missing[:5]}")
+    if unexpected:
+        parts.append(f"not in the model {unexpected[:5]}")
+    raise CheckpointError(
+        f"checkpoint {path} does not fit this model: {'; '.join(parts)}. The model changed since it was "
+        f"saved (other hyper-parameters, or data with other user/item counts). {_RESUME_HINT}"
+    )
+
+
+def _check_optimizer_fits(path: Path, i: int, saved: Mapping[str, Any], opt: torch.optim.Optimizer) -> None:
+    groups = saved.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
+        raise CheckpointError(
+            f"optimizer {i} ({type(opt).__name__}) in checkpoint {path} has "
+            f"{len(groups) if isinstance(groups, list) else '?'} parameter group(s), this one "
+            f"{len(opt.param_groups)}. {_RESUME_HINT}"
+        )
+    shapes = saved.get("param_shapes")  # absent in checkpoints of older recfunnel: sizes only
+    for g, (sg, group) in enumerate(zip(groups, opt.param_groups, strict=True)):
+        now = [list(p.shape) for p in group["params"]]
+        then = shapes[g] if isinstance(shapes, list) and g < len(shapes) else None
+        if len(sg.get("params", ())) != len(now) or (then is not None and then != now):
+            described = then if then is not None else f"{len(sg.get('params', ()))} parameters"
+            raise CheckpointError(
+                f"optimizer {i} ({type(opt).__name__}) group {g} in checkpoint {path} holds parameters "
+                f"of shapes {_clip(described)}, this model's are {_clip(now)}. {_RESUME_HINT}"
+            )
+
+
+def _clip(value: Any, limit: int = 120) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recfunnel.atomic import atomic_write_bytes, atomic_write_text
-from recfunnel.train.checkpoint import load_checkpoint, save_checkpoint
+from recfunnel.train.checkpoint import (
+    CheckpointError,
+    check_identity,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 from recfunnel.train.objectives import Objective
 
 
@@ -109,9 +115,17 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         max_epochs: int | None = None,
+        *,
+        identity: dict[str, str] | None = None,
     ) -> TrainReport:
         """Run the loop. `max_epochs` stops after that many epochs in this call (for tests that
-        simulate an interruption); the configured `epochs` is the run's total."""
+        simulate an interruption); the configured `epochs` is the run's total.
+
+        `identity`: what this run trains on, {name: fingerprint} (e.g.
+        ``data_identity(dataset, split, model=..., objective=...)`` from
+        :mod:`recfunnel.train.checkpoint`), recorded in every checkpoint. With `resume`, a checkpoint
+        whose identity differs in any key (or records none) is refused with a CheckpointError naming
+        the key, before any weight is loaded; without `identity` nothing is compared."""
         cfg = self.config
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         optimizers = build_optimizers(model, cfg)
@@ -121,12 +135,21 @@ class Trainer:
         if resume:
             if ckpt is None or not (ckpt / "last").exists():
                 raise FileNotFoundError(f"nothing to resume: no checkpoint at {ckpt}/last")
+            if identity is not None:
+                check_identity(ckpt, read_checkpoint_meta(ckpt / "last").get("identity"), identity)
             state = load_checkpoint(ckpt / "last", model=model, optimizers=optimizers)
             saved = state.get("config")
             if saved is not None and saved != _resume_key(cfg):
-                raise ValueError(
+                raise CheckpointError(
                     f"cannot resume: the checkpoint at {ckpt} was trained with {saved}, this run asks for "
-                    f"{_resume_key(cfg)}; resuming needs the same settings to equal an uninterrupted run"
+                    f"{_resume_key(cfg)}; resuming needs the same settings to equal an uninterrupted run. "
+                    f"Delete {ckpt} to start afresh, or resume with the original settings"
+                )
+            lacking = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else _STATE_KEYS
+            if lacking:
+                raise CheckpointError(
+                    f"the checkpoint at {ckpt / 'last'} was not written by Trainer (its state lacks "
+                    f"{', '.join(lacking)}); delete {ckpt} to start afresh"
                 )
             start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
             report.history = state["history"]
@@ -224,6 +247,7 @@ class Trainer:
                             "best_metric": report.best_metric,
                             "config": _resume_key(cfg),
                         },
+                        identity=identity,
                     )
                     atomic_write_text(ckpt / "log.json", json.dumps(report.history, indent=1))
                 if cfg.patience and bad_epochs >= cfg.patience:
@@ -234,6 +258,9 @@ class Trainer:
             model.load_state_dict(best_state)
         model.eval()
         return report
+
+
+_STATE_KEYS = ["epoch", "bad_epochs", "history", "best_epoch", "best_metric"]
 
 
 def _resume_key(cfg: TrainConfig) -> dict:
