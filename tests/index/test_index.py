@@ -202,6 +202,35 @@ def test_loading_a_missing_or_corrupt_index_names_the_file(data, tmp_path):
         load_index(path)
 
 
+def test_a_file_added_to_a_saved_index_is_refused(data, tmp_path):
+    items, _, ids = data
+    path = build_index("exact", items, ids).save(tmp_path / "idx")
+    (path / "extra.npy").write_bytes(b"x")
+    with pytest.raises(IndexFileError, match=r"holds extra\.npy, not listed in meta\.json"):
+        load_index(path)
+
+
+def test_an_index_saved_inside_an_artifact_leaves_the_artifact_loadable(data, tmp_path):
+    from recfunnel.artifacts import load_artifact, save_artifact
+
+    items, _, ids = data
+    art = save_artifact(tmp_path / "art", family="mf", config={}, tensors={"w": torch.ones(2)}, vocabs={})
+    path = build_index("exact", items, ids).save(index_dir(art, "exact"))
+    assert load_artifact(art).family == "mf"
+    assert len(load_index(path)) == N
+    assert sorted(p.name for p in (art / "index").iterdir()) == ["exact"]
+
+
+def test_the_split_modules_keep_their_old_import_paths():
+    from recfunnel.index import base, faiss_base
+    from recfunnel.index.base import FaissIndex, read_meta
+
+    assert FaissIndex is faiss_base.FaissIndex and issubclass(HNSWIndex, base.FaissIndex)
+    assert read_meta is base.read_meta
+    with pytest.raises(AttributeError):
+        base.NoSuchThing  # noqa: B018
+
+
 def test_an_index_loaded_as_another_backend_is_refused(data, tmp_path):
     items, _, ids = data
     path = build_index("hnsw", items, ids).save(tmp_path / "idx")

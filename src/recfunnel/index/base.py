@@ -24,36 +24,48 @@ over-fetching ``k + longest exclusion list`` and filtering; when an approximate 
 short, the short rows are searched again wider. Only when the catalogue minus a query's exclusions holds
 fewer than ``k`` items do results run out; the missing places hold id ``-1`` and score ``-inf``.
 
-Saved form (a folder, written with :func:`recfunnel.atomic.atomic_dir`)::
-
-    meta.json     backend, params, dims, count, normalize, bias, library versions, sha256 of each file
-    index.<ext>   the backend's own bytes (faiss.serialize_index, or .npy vectors for exact search)
-    ids.npy       int64 id of each stored row
-
-:meth:`Index.load` checks ``meta.json`` and every checksum before it deserialises anything, and raises
-:class:`IndexFileError` naming the file and the fault.
+Saved form: a checked folder (``meta.json``, the backend's payload, ``ids.npy``) written in one
+atomic step, see :mod:`recfunnel.index.persist`; :meth:`Index.load` checks ``meta.json`` and every
+checksum before it deserialises anything, and raises :class:`IndexFileError` naming the file and the
+fault. Row helpers (ids, exclusions, recall) live in :mod:`recfunnel.index._rows`, the FAISS plumbing
+in :mod:`recfunnel.index.faiss_base`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import recfunnel
-from recfunnel.artifacts import ArtifactError, sha256_file
-from recfunnel.atomic import atomic_dir
+from recfunnel.index._rows import (
+    _as_ids,
+    _as_matrix,
+    _exclusion_rows,
+    _is_excluded,
+    _normalise,
+    _padded_sorted,
+    recall_at_k,
+)
+from recfunnel.index.persist import (
+    FORMAT_VERSION,
+    IDS_NAME,
+    META_NAME,
+    IndexFileError,
+    load_index_folder,
+    read_meta,
+    save_index,
+)
+
+if TYPE_CHECKING:
+    from recfunnel.index._rows import ArrayLike, Exclude
 
 __all__ = [
     "FORMAT_VERSION",
@@ -62,169 +74,15 @@ __all__ = [
     "Index",
     "IndexParams",
     "IndexFileError",
-    "FaissIndex",
     "read_meta",
     "recall_at_k",
 ]
-
-FORMAT_VERSION = 1
-META_NAME = "meta.json"
-IDS_NAME = "ids.npy"
-_PAD = np.iinfo(np.int64).max  # fills exclusion rows; never a valid id
-
-
-class IndexFileError(ArtifactError):
-    """A saved index is missing, half-written, corrupt, or does not match what loads it."""
 
 
 class IndexParams(BaseModel):
     """Base of each backend's typed parameters (stored in meta.json, printed in bench rows)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-if TYPE_CHECKING:
-    ArrayLike = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
-    Exclude = sp.spmatrix | Sequence[Any] | None
-
-
-def _as_matrix(x: ArrayLike, what: str) -> np.ndarray:
-    """float32 C-contiguous [n, d], finite; errors name `what` and the first bad row."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float32).numpy()
-    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if a.ndim != 2:
-        raise ValueError(f"{what} must be a 2-d array [n, dim], got shape {a.shape}")
-    bad = ~np.isfinite(a).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{what} row {int(np.argmax(bad))} holds NaN or inf")
-    return a
-
-
-def _as_ids(ids: ArrayLike | None, n: int, start: int, what: str) -> np.ndarray:
-    if ids is None:
-        return np.arange(start, start + n, dtype=np.int64)
-    if isinstance(ids, torch.Tensor):
-        ids = ids.detach().cpu().numpy()
-    a = np.asarray(ids)
-    if a.ndim != 1 or len(a) != n:
-        raise ValueError(f"{what} must be a 1-d array of {n} ids (one per vector), got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{what} must be integers (item indices), got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and a.min() < 0:
-        raise ValueError(f"{what} must be >= 0 (-1 marks 'no result'), found {int(a.min())}")
-    uniq, counts = np.unique(a, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(f"{what} holds duplicates, e.g. {uniq[counts > 1][:5].tolist()}")
-    return a
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def _exclusion_rows(exclude: Exclude, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indptr [n+1], ids [nnz]) of the per-query exclusions, CSR-style."""
-    if sp.issparse(exclude):
-        m = sp.csr_matrix(exclude)
-        if m.shape[0] != n:
-            raise ValueError(f"exclude has {m.shape[0]} rows for {n} queries")
-        return m.indptr.astype(np.int64), m.indices.astype(np.int64)
-    if isinstance(exclude, (str, bytes)) or not isinstance(exclude, (Sequence, np.ndarray, torch.Tensor)):
-        raise TypeError(
-            "exclude must be a scipy sparse matrix (row i: ids to skip for query i) or a sequence of "
-            f"one id collection per query, got {type(exclude).__name__}"
-        )
-    if len(exclude) != n:
-        raise ValueError(f"exclude has {len(exclude)} entries for {n} queries (one collection per query)")
-    parts = []
-    for row in exclude:
-        if isinstance(row, torch.Tensor):
-            row = row.cpu().numpy()
-        elif isinstance(row, (set, frozenset)):
-            row = list(row)
-        parts.append(np.asarray(row, dtype=np.int64).reshape(-1))
-    lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=n)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    return indptr, (np.concatenate(parts) if parts else np.zeros(0, np.int64))
-
-
-def _padded_sorted(indptr: np.ndarray, ids: np.ndarray) -> torch.Tensor:
-    """[n, L] int64, each row its sorted exclusions then _PAD (for batched searchsorted)."""
-    n = len(indptr) - 1
-    lengths = np.diff(indptr)
-    width = max(int(lengths.max()) if n else 0, 1)
-    out = np.full((n, width), _PAD, dtype=np.int64)
-    rows = np.repeat(np.arange(n), lengths)
-    out[rows, np.arange(len(ids)) - indptr[rows]] = ids
-    out.sort(axis=1)
-    return torch.from_numpy(out)
-
-
-def _is_excluded(sorted_ex: torch.Tensor, found: np.ndarray) -> np.ndarray:
-    """Whether found[i, j] is among row i's exclusions: one batched binary search, no Python loop."""
-    f = torch.from_numpy(found)
-    pos = torch.searchsorted(sorted_ex, f).clamp_(max=sorted_ex.shape[1] - 1)
-    return (sorted_ex.gather(1, pos) == f).numpy()
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Mean over queries of |found[:, :k] ∩ truth[:, :k]| / k (ids; -1 never counts)."""
-    f = np.ascontiguousarray(np.asarray(found, dtype=np.int64)[:, :k])
-    t = np.asarray(truth, dtype=np.int64)[:, :k]
-    if len(f) == 0:
-        return float("nan")
-    hit = _is_excluded(torch.from_numpy(np.sort(t, axis=1)), f) & (f >= 0)
-    return float(hit.sum(axis=1).mean() / k)
-
-
-def _sha256_bytes(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()
-
-
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check ``meta.json`` of a saved index folder (existence, JSON, format, structure)."""
-    path = Path(path)
-    if not path.exists():
-        raise IndexFileError(f"no index at {path}: the folder does not exist")
-    if not path.is_dir():
-        raise IndexFileError(f"no index at {path}: it is a file, a saved index is a folder")
-    mpath = path / META_NAME
-    if not mpath.is_file():
-        listing = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
-        raise IndexFileError(
-            f"{mpath} is missing: {path} is half-written or not a recfunnel index (it holds: {listing})"
-        )
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFileError(f"{mpath} is not valid JSON ({exc}); the index is corrupt") from exc
-    if not isinstance(meta, dict) or meta.get("library") != "recfunnel":
-        raise IndexFileError(f"{mpath} is not the meta file of a recfunnel index")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise IndexFileError(
-            f"{mpath}: index format v{meta.get('format_version')} (written by recfunnel "
-            f"{meta.get('library_version', '?')}); this recfunnel reads v{FORMAT_VERSION}"
-        )
-    expected = {
-        "backend": str,
-        "params": dict,
-        "dim": int,
-        "index_dim": int,
-        "count": int,
-        "normalize": bool,
-        "bias": bool,
-        "files": dict,
-    }
-    for key, typ in expected.items():
-        if not isinstance(meta.get(key), typ):
-            raise IndexFileError(f"{mpath} is malformed: {key!r} missing or not a {typ.__name__}")
-    for name in meta["files"]:
-        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..", META_NAME):
-            raise IndexFileError(f"{mpath} is malformed: bad file name {name!r}")
-    return meta
 
 
 class Index(ABC):
@@ -477,19 +335,7 @@ class Index(ABC):
         Inside a model artifact the place is ``<artifact>/index/<backend>/`` (:func:`index_dir`)."""
         if not self.built:
             raise RuntimeError("save() needs a built index")
-        path = Path(path)
-        payload = self._to_bytes()
-        buf = io.BytesIO()
-        np.save(buf, self._ids, allow_pickle=False)
-        ids_blob = buf.getvalue()
-        meta = self.meta()
-        meta["files"] = {self.payload_name: _sha256_bytes(payload), IDS_NAME: _sha256_bytes(ids_blob)}
-        with atomic_dir(path) as tmp:
-            (tmp / self.payload_name).write_bytes(payload)
-            (tmp / IDS_NAME).write_bytes(ids_blob)
-            # meta last: a folder with meta.json holds every file it lists
-            (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", "utf-8")
-        return path
+        return save_index(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, threads: int | None = None) -> Index:
@@ -497,55 +343,7 @@ class Index(ABC):
 
         Called on :class:`Index` itself it loads whatever backend the folder holds; on a backend class
         it refuses a folder of another backend."""
-        from recfunnel.index import index_class
-
-        path = Path(path)
-        meta = read_meta(path)
-        target = index_class(meta["backend"]) if cls is Index else cls
-        if target.backend != meta["backend"]:
-            raise IndexFileError(
-                f"{path / META_NAME}: the folder holds a {meta['backend']!r} index, not {cls.backend!r}"
-            )
-        for name, digest in meta["files"].items():
-            fpath = path / name
-            if not fpath.is_file():
-                raise IndexFileError(f"{fpath} is missing (listed in {META_NAME})")
-            if sha256_file(fpath) != digest:
-                raise IndexFileError(f"{fpath} is corrupt: its sha256 does not match {META_NAME}")
-        for name in (target.payload_name, IDS_NAME):
-            if name not in meta["files"]:
-                raise IndexFileError(f"{path / META_NAME} is malformed: it does not list {name}")
-        try:
-            index = target(normalize=meta["normalize"], threads=threads, **meta["params"])
-        except ValueError as exc:
-            raise IndexFileError(f"{path / META_NAME}: {exc}") from None
-        index.dim, index.bias = meta["dim"], meta["bias"]
-        index.mips_norm = meta.get("mips_norm")
-        if index.mips_norm is not None and not isinstance(index.mips_norm, (int, float)):
-            raise IndexFileError(f"{path / META_NAME} is malformed: mips_norm is not a number")
-        index.source = meta.get("source") or {}
-        try:
-            ids = np.load(path / IDS_NAME, allow_pickle=False)
-        except ValueError as exc:
-            raise IndexFileError(f"{path / IDS_NAME} cannot be read: {exc}") from exc
-        if ids.dtype != np.int64 or ids.shape != (meta["count"],):
-            raise IndexFileError(
-                f"{path / IDS_NAME} holds {ids.dtype} {ids.shape}; meta.json says int64 ({meta['count']},)"
-            )
-        index._ids = ids
-        payload = (path / target.payload_name).read_bytes()
-        try:
-            index._from_bytes(payload)
-        except Exception as exc:  # the checksum matched, so the file was written broken
-            raise IndexFileError(f"{path / target.payload_name} cannot be read: {exc}") from exc
-        dim, count = index._stored_shape()
-        if (dim, count) != (meta["index_dim"], meta["count"]):
-            raise IndexFileError(
-                f"{path / target.payload_name} holds {count} vectors of dim {dim}; {META_NAME} says "
-                f"{meta['count']} of dim {meta['index_dim']}"
-            )
-        index._apply_search_params()
-        return index
+        return load_index_folder(cls, path, any_backend=cls is Index, threads=threads)
 
     # ---- backend hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -598,56 +396,10 @@ class Index(ABC):
             torch.set_num_threads(before)
 
 
-def _faiss():
-    import faiss
+def __getattr__(name: str) -> Any:
+    # FaissIndex moved to recfunnel.index.faiss_base (which imports this module); still reachable here
+    if name in ("FaissIndex", "_faiss"):
+        from recfunnel.index import faiss_base
 
-    return faiss
-
-
-class FaissIndex(Index):
-    """Shared plumbing of the FAISS backends: thread count, (de)serialisation, versions."""
-
-    payload_name = "index.faiss"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._index = None
-
-    def _versions(self) -> dict[str, str]:
-        return {"faiss": _faiss().__version__}
-
-    @contextmanager
-    def _thread_scope(self) -> Iterator[None]:
-        if self.threads is None:
-            yield
-            return
-        faiss = _faiss()
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            faiss.omp_set_num_threads(before)
-
-    def _add(self, x: np.ndarray) -> None:
-        self._index.add(x)
-
-    def _search(self, q: np.ndarray, fetch: int, effort: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, pos = self._index.search(q, fetch)
-        return pos, scores
-
-    def _to_bytes(self) -> bytes:
-        return _faiss().serialize_index(self._index).tobytes()
-
-    def _from_bytes(self, blob: bytes) -> None:
-        faiss = _faiss()
-        self._index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-        if self._index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise ValueError("the stored faiss index does not use inner product")
-
-    def _stored_shape(self) -> tuple[int, int]:
-        return int(self._index.d), int(self._index.ntotal)
-
-    @property
-    def nbytes(self) -> int:
-        return int(_faiss().serialize_index(self._index).nbytes) if self._index is not None else 0
+        return getattr(faiss_base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

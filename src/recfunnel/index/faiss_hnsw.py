@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from recfunnel.index.base import FaissIndex, IndexParams, _faiss
+from recfunnel.index.base import IndexParams
+from recfunnel.index.faiss_base import FaissIndex, _faiss
 
 __all__ = ["HNSWIndex", "HNSWParams"]
 
