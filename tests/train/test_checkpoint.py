@@ -257,7 +257,7 @@ def test_tensor_valued_learning_rate_round_trips(tmp_path):
 # Identity (what the run trained on) and refusals with a sentence
 # ------------------------------------------------------------------------------------------
 
-IDENTITY = {"dataset": "d" * 64, "split": "s" * 64, "model": "gmf"}
+IDENTITY = {"dataset": "d" * 64, "split": "5" * 64, "model": "gmf"}
 
 
 def test_identity_is_recorded_and_an_equal_one_resumes(tmp_path):
@@ -274,7 +274,7 @@ def test_identity_is_recorded_and_an_equal_one_resumes(tmp_path):
     ("saved", "wanted", "key"),
     [
         (IDENTITY, {**IDENTITY, "dataset": "e" * 64}, "dataset"),
-        (IDENTITY, {**IDENTITY, "split": "t" * 64}, "split"),
+        (IDENTITY, {**IDENTITY, "split": "6" * 64}, "split"),
         (IDENTITY, {**IDENTITY, "objective": "bpr"}, "objective"),
         (None, IDENTITY, "dataset"),
     ],

@@ -130,9 +130,12 @@ def check_identity(
 
 
 def _short(value: str | None) -> str:
+    """A fingerprint (long hex) by its first 16 digits; a readable value whole, up to 80 characters."""
     if value is None:
         return "not recorded"
-    return repr(value[:16] + "...") if len(value) > 19 else repr(value)
+    if len(value) > 80 or (len(value) > 24 and all(c in "0123456789abcdef" for c in value)):
+        return repr(value[:16] + "...")
+    return repr(value)
 
 
 def _encode(value: Any, where: str) -> Any:
