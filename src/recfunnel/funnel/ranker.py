@@ -1,0 +1,98 @@
+"""The funnel's ranking stage: a score for every (request, candidate) pair, which orders the final
+list.
+
+* :class:`ScorerRanker` - any candidate scorer (:func:`recfunnel.run.candidate_scorer`): a CTR
+  ranker or LightGBM scoring each pair through its feature fields (the user's and item's table
+  values, the request time, the user's history), or a user x item model's own score;
+* :class:`RetrievalScoreRanker` - the retrieval score itself (one source's, or the claiming
+  source's), for a funnel without a trained ranker.
+
+A ranker trained for this funnel (hard negatives from its own retrievers) is built by
+:mod:`recfunnel.funnel.ranker_data`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from recfunnel.funnel.candidates import Candidates
+from recfunnel.funnel.request import Requests
+from recfunnel.run.scoring import CandidateScorer, FieldModelScorer, candidate_scorer
+
+__all__ = ["Ranker", "RetrievalScoreRanker", "ScorerRanker"]
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    name: str
+
+    def rank(self, requests: Requests, candidates: Candidates) -> np.ndarray:
+        """float32 [B, C]: a score per candidate slot (higher first), -inf in empty slots."""
+        ...
+
+
+class RetrievalScoreRanker:
+    """The retrieval score as the ranking score.
+
+    Args:
+        source: rank by this source's score (items it did not propose come last); None: the score
+            of the source that claimed each item (scores of different sources are then compared
+            as they are, so use it with one source or comparable ones).
+    """
+
+    def __init__(self, source: str | None = None, name: str = "retrieval") -> None:
+        self.source, self.name = source, name
+
+    def rank(self, requests: Requests, candidates: Candidates) -> np.ndarray:
+        if self.source is None:
+            scores = candidates.scores
+        else:
+            if self.source not in candidates.sources:
+                raise ValueError(f"no source {self.source!r} among {list(candidates.sources)}")
+            s = candidates.source_scores[:, :, candidates.sources.index(self.source)]
+            scores = np.where(np.isnan(s), -np.inf, s)
+        return np.where(candidates.valid, scores, -np.inf).astype(np.float32)
+
+
+class ScorerRanker:
+    """Scores candidates with a :class:`~recfunnel.run.scoring.CandidateScorer`.
+
+    Field scorers (CTR rankers, LightGBM) score anonymous requests too (unknown user: UNK user
+    fields, empty stored history) at the request's timestamp. A user x item scorer has no row for
+    an anonymous request: those rows keep their retrieval scores (`candidates.scores`).
+
+    Args:
+        scorer: the candidate scorer (e.g. ``candidate_scorer(model, dataset, split)``).
+        name: the stage name in results.
+    """
+
+    def __init__(self, scorer: CandidateScorer, name: str = "ranker") -> None:
+        self.scorer, self.name = scorer, name
+        self.scores_anonymous = isinstance(scorer, FieldModelScorer)
+
+    @classmethod
+    def from_model(cls, model: Any, dataset: Any = None, split: Any = None, **kwargs: Any) -> ScorerRanker:
+        """Over any fitted model (field families need the dataset; histories: the split's train +
+        valid parts)."""
+        return cls(candidate_scorer(model, dataset, split), **kwargs)
+
+    @torch.no_grad()
+    def rank(self, requests: Requests, candidates: Candidates) -> np.ndarray:
+        items, valid = candidates.items, candidates.valid
+        out = np.where(valid, candidates.scores, -np.inf).astype(np.float32)
+        rows = np.arange(len(requests)) if self.scores_anonymous else np.flatnonzero(requests.known)
+        rows = rows[valid[rows].any(axis=1)]
+        if not len(rows) or not items.shape[1]:
+            return out
+        users = torch.from_numpy(requests.users[rows])
+        cand = torch.from_numpy(np.where(valid[rows], items[rows], 0))  # empty slots scored, then dropped
+        if self.scores_anonymous:
+            scores = self.scorer.score(users, cand, requests.timestamp)  # type: ignore[call-arg]
+        else:
+            scores = self.scorer.score(users, cand)
+        scores = scores.detach().float().cpu().numpy()
+        out[rows] = np.where(valid[rows], scores, -np.inf)
+        return out
