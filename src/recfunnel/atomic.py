@@ -132,7 +132,8 @@ def recover_dir(final: str | os.PathLike[str]) -> bool:
 def clean_stale(final: str | os.PathLike[str]) -> list[Path]:
     """Delete the temp and set-aside siblings of ``final`` left by dead writers on this host (after
     :func:`recover_dir`, so the last complete version is never among them); return what was deleted.
-    A sibling whose writer is alive, or of another host, or without a writer tag is left alone."""
+    A sibling whose writer is alive, or of another host, or without a writer tag is left alone, and
+    so is everything on platforms without a harmless liveness probe (Windows)."""
     final = Path(final)
     recover_dir(final)
     removed = []
