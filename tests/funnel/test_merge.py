@@ -36,6 +36,7 @@ def test_an_item_two_sources_propose_is_kept_once_with_both_scores():
     assert m.source_scores[0, slot].tolist() == [99.0, 100.0]
     assert m.scores[0, slot] == 99.0  # the claiming source's score
     assert np.isnan(m.source_scores[0, 0, 1]) and np.isnan(m.source_scores[0, 2, 0])
+    assert m.source_ranks[0].tolist() == [[0, -1], [1, 0], [-1, 1]]  # places in each answer
 
 
 def test_a_zero_quota_source_claims_nothing_but_still_records_what_it_proposed():

@@ -4,8 +4,9 @@ request, with the source(s) that proposed each item and the score each gave it.
 Layout (B requests, C candidate slots, S sources)::
 
     items          int64   [B, C]     dataset item index, -1 in empty slots
-    scores         float32 [B, C]     retrieval score (of the source that claimed the item), -inf in empty slots
-    source_scores  float32 [B, C, S]  each source's score, NaN where that source did not propose the item
+    scores         float32 [B, C]     retrieval score of the source that claimed the item (-inf: empty)
+    source_scores  float32 [B, C, S]  each source's score (NaN: that source did not propose the item)
+    source_ranks   int64   [B, C, S]  place in each source's answer, 0 = its best (-1: not proposed)
     sources        tuple of S names
 
 A single retriever's answer has S = 1. Rows are best first only within one source's answer; the
@@ -28,22 +29,27 @@ class Candidates:
     scores: np.ndarray
     sources: tuple[str, ...]
     source_scores: np.ndarray
+    source_ranks: np.ndarray
 
     def __post_init__(self) -> None:
         b, c = self.items.shape
-        if self.scores.shape != (b, c) or self.source_scores.shape != (b, c, len(self.sources)):
+        per = (b, c, len(self.sources))
+        if self.scores.shape != (b, c) or self.source_scores.shape != per or self.source_ranks.shape != per:
             raise ValueError(
                 f"candidate arrays disagree: items {self.items.shape}, scores {self.scores.shape}, "
-                f"source_scores {self.source_scores.shape} for {len(self.sources)} source(s)"
+                f"source_scores {self.source_scores.shape}, source_ranks {self.source_ranks.shape} "
+                f"for {len(self.sources)} source(s)"
             )
 
     @classmethod
     def single(cls, name: str, items: np.ndarray, scores: np.ndarray) -> Candidates:
-        """One source's answer: items [B, C] (-1 empty) and their scores [B, C]."""
+        """One source's answer: items [B, C] (-1 empty) and their scores [B, C], best first."""
         items = np.asarray(items, np.int64)
-        scores = np.where(items >= 0, np.asarray(scores, np.float32), -np.inf).astype(np.float32)
-        per_source = np.where(items >= 0, scores, np.nan).astype(np.float32)[:, :, None]
-        return cls(items, scores, (name,), per_source)
+        valid = items >= 0
+        scores = np.where(valid, np.asarray(scores, np.float32), -np.inf).astype(np.float32)
+        per_source = np.where(valid, scores, np.nan).astype(np.float32)[:, :, None]
+        ranks = np.where(valid, np.arange(items.shape[1]), -1)[:, :, None]
+        return cls(items, scores, (name,), per_source, ranks)
 
     @classmethod
     def empty(cls, name: str, b: int, c: int = 0) -> Candidates:
@@ -81,16 +87,19 @@ class Candidates:
         scores = np.where(empty, -np.inf, np.take_along_axis(self.scores, pos, 1)).astype(np.float32)
         per = np.take_along_axis(self.source_scores, pos[:, :, None], 1)
         per = np.where(empty[:, :, None], np.nan, per).astype(np.float32)
-        return Candidates(items, scores, self.sources, per)
+        ranks = np.where(empty[:, :, None], -1, np.take_along_axis(self.source_ranks, pos[:, :, None], 1))
+        return Candidates(items, scores, self.sources, per, ranks)
 
     @staticmethod
     def empty_like(other: Candidates, shape: tuple[int, int]) -> Candidates:
         b, c = shape
+        s = len(other.sources)
         return Candidates(
             np.full((b, c), -1, np.int64),
             np.full((b, c), -np.inf, np.float32),
             other.sources,
-            np.full((b, c, len(other.sources)), np.nan, np.float32),
+            np.full((b, c, s), np.nan, np.float32),
+            np.full((b, c, s), -1, np.int64),
         )
 
 

@@ -4,8 +4,8 @@
 ``exclude_seen=False``), never one the caller excludes, only available items when an availability
 set is given, and only what every business rule keeps. A business rule is a plain callable::
 
-    def rule(users, items, scores):          # int64 [B] (-1: anonymous), int64 [B, C] (-1: empty), float [B, C]
-        return keep                           # bool [B, C]
+    def rule(users, items, scores):  # int64 [B] (-1: anonymous), int64 [B, C] (-1: empty), float [B, C]
+        return keep                   # bool [B, C]
 
 :func:`mmr` re-orders candidates by Maximal Marginal Relevance (Carbonell & Goldstein, SIGIR 1998):
 each next item maximises ``lambda * rel(i) - (1 - lambda) * max_{j chosen} cos(v_i, v_j)``, relevance
@@ -91,9 +91,7 @@ def _scaled(relevance: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid, np.where(hi > lo, (rel - lo) / span, 1.0), 0.0)
 
 
-def mmr(
-    items: np.ndarray, relevance: np.ndarray, item_vectors: Any, k: int, lam: float
-) -> np.ndarray:
+def mmr(items: np.ndarray, relevance: np.ndarray, item_vectors: Any, k: int, lam: float) -> np.ndarray:
     """Maximal Marginal Relevance order of each row's candidates.
 
     Args:
@@ -117,8 +115,7 @@ def mmr(
     valid = np.take_along_axis(valid, by_rel, 1)
     rel = _scaled(np.take_along_axis(relevance, by_rel, 1), valid)
     v = torch.nn.functional.normalize(torch.as_tensor(item_vectors).detach().double().cpu(), dim=1)
-    cand = v[torch.from_numpy(np.clip(items, 0, None))]  # [B, C, d]
-    sim = torch.bmm(cand, cand.transpose(1, 2)).numpy()  # [B, C, C]
+    cand = v[torch.from_numpy(np.clip(items, 0, None))]  # [B, C, d]; similarities per pick, not [B, C, C]
     out = np.full((b, k), -1, np.int64)
     left = valid.copy()
     most_similar = np.zeros((b, c))  # max similarity to what is chosen; 0 before the first pick
@@ -130,5 +127,8 @@ def mmr(
         ok = left[rows, j]
         out[:, t] = np.where(ok, by_rel[rows, j], -1)
         left[rows[ok], j[ok]] = False
-        most_similar[ok] = np.maximum(most_similar[ok], sim[rows[ok], j[ok]])
+        if lam < 1.0 and ok.any():
+            picked = cand[torch.from_numpy(rows[ok]), torch.from_numpy(j[ok])]  # [R, d]
+            sim = torch.bmm(cand[torch.from_numpy(rows[ok])], picked.unsqueeze(2)).squeeze(2).numpy()
+            most_similar[ok] = np.maximum(most_similar[ok], sim)
     return out

@@ -77,7 +77,10 @@ class FunnelResult:
         """Per request, per returned item, the names of the sources that proposed it."""
         prop = ~np.isnan(self.source_scores)
         return [
-            [[self.sources[s] for s in np.flatnonzero(prop[b, j])] for j in np.flatnonzero(self.items[b] >= 0)]
+            [
+                [self.sources[s] for s in np.flatnonzero(prop[b, j])]
+                for j in np.flatnonzero(self.items[b] >= 0)
+            ]
             for b in range(len(self))
         ]
 
@@ -88,7 +91,7 @@ class Funnel:
     Args:
         retrievers: the sources, in merge priority order (distinct names).
         quotas: candidates each source may add per request (after de-duplication).
-        ranker: the ranking stage; None ranks by the claiming source's retrieval score.
+        ranker: the ranking stage; None: :class:`RetrievalScoreRanker` (reciprocal rank fusion).
         filters: the filter stage; None: :class:`Filters` defaults (seen items dropped).
         n_users, n_items: vocabulary sizes (taken from the vocabularies when given).
         user_vocab, item_vocab: raw ids <-> indices; without them requests use indices.

@@ -7,7 +7,7 @@ merged row holds at most ``sum(quotas)`` distinct items, and each keeps every so
 
 For source s to fill its quota even when its best items were all claimed before, ask it for
 ``quota_s + sum of earlier quotas`` items (:func:`fetch_sizes`): at most that many can be taken.
-Everything is vectorised over the batch: one pass per source, keys ``row * n + item``.
+Everything is vectorised over the batch: one pass per source, per-row sorted item sets.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from recfunnel.funnel.candidates import Candidates
 
@@ -37,21 +38,35 @@ def _check_quotas(quotas: Sequence[int], n: int) -> None:
         raise ValueError(f"quotas must be ints >= 0, got {list(quotas)}")
 
 
-def _sorted_keys(items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted keys row * n + item of the filled slots, flat slot index of each key)."""
-    rows = np.arange(len(items), dtype=np.int64)[:, None]
-    keys = (rows * n + items).reshape(-1)
-    slots = np.flatnonzero(items.reshape(-1) >= 0)
-    order = np.argsort(keys[slots], kind="stable")
-    return keys[slots][order], slots[order]
+_PAD = np.iinfo(np.int64).max  # sorts after every item; never an item
 
 
-def _lookup(sorted_keys: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(found bool, position in sorted_keys) for each key of `want`."""
-    if not len(sorted_keys):
-        return np.zeros(want.shape, bool), np.zeros(want.shape, np.int64)
-    pos = np.minimum(np.searchsorted(sorted_keys, want), len(sorted_keys) - 1)
-    return sorted_keys[pos] == want, pos
+class _RowSets:
+    """Each row's items sorted (empty slots as _PAD), for batched per-row membership tests: one
+    binary search per query within its own row (torch.searchsorted on [B, L]), no Python loop."""
+
+    def __init__(self, items: np.ndarray) -> None:
+        padded = np.where(items >= 0, items, _PAD)
+        self.order = np.argsort(padded, axis=1, kind="stable")  # equal items: first place first
+        self.sorted = torch.from_numpy(np.ascontiguousarray(np.take_along_axis(padded, self.order, 1)))
+
+    def find(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found bool [B, Q], the slot of each found item in its row: its first place)."""
+        if self.sorted.shape[1] == 0:
+            return np.zeros(query.shape, bool), np.zeros(query.shape, np.int64)
+        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.int64))
+        pos = torch.searchsorted(self.sorted, q).clamp_(max=self.sorted.shape[1] - 1)
+        found = (self.sorted.gather(1, pos) == q).numpy() & (query >= 0)
+        return found, np.take_along_axis(self.order, pos.numpy(), 1)
+
+    def repeats(self) -> np.ndarray:
+        """bool [B, L]: the slot holds an item that an earlier slot of its row holds too."""
+        s = self.sorted.numpy()
+        again = np.zeros(s.shape, bool)
+        again[:, 1:] = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] != _PAD)
+        out = np.zeros(s.shape, bool)
+        np.put_along_axis(out, self.order, again, 1)
+        return out
 
 
 def merge(answers: Sequence[Candidates], quotas: Sequence[int]) -> Candidates:
@@ -77,24 +92,15 @@ def merge(answers: Sequence[Candidates], quotas: Sequence[int]) -> Candidates:
     b = len(answers[0])
     if any(len(a) != b for a in answers):
         raise ValueError(f"answers cover different request counts: {[len(a) for a in answers]}")
-    n = 1 + max((int(a.items.max()) for a in answers if a.items.size), default=0)
     width = max(1, int(sum(quotas)))
     items = np.full((b, width), -1, np.int64)
     scores = np.full((b, width), -np.inf, np.float32)
     filled = np.zeros(b, np.int64)
-    row_of = np.arange(b, dtype=np.int64)[:, None]
     for ans, quota in zip(answers, quotas, strict=True):
         cand = ans.items
-        valid = cand >= 0
-        keys = row_of * n + cand
         # skip what earlier sources claimed, and repeats inside this answer (first one counts)
-        claimed, _ = _sorted_keys(items, n)
-        dup, _ = _lookup(claimed, keys)
-        flat = np.where(valid, keys, -1 - np.arange(keys.size).reshape(keys.shape))
-        _, first = np.unique(flat.reshape(-1), return_index=True)
-        repeat = np.ones(keys.size, bool)
-        repeat[first] = False
-        new = valid & ~dup & ~repeat.reshape(keys.shape)
+        claimed, _ = _RowSets(items).find(cand)
+        new = (cand >= 0) & ~claimed & ~_RowSets(cand).repeats()
         rank = np.cumsum(new, axis=1)
         take = new & (rank <= quota)
         r, c = np.nonzero(take)
@@ -105,12 +111,10 @@ def merge(answers: Sequence[Candidates], quotas: Sequence[int]) -> Candidates:
     c_out = int(filled.max()) if b else 0
     items, scores = items[:, :c_out], scores[:, :c_out]
     per_source = np.full((b, c_out, len(answers)), np.nan, np.float32)
-    want = row_of * n + items
+    ranks = np.full((b, c_out, len(answers)), -1, np.int64)
     for s, ans in enumerate(answers):
-        keys, slots = _sorted_keys(ans.items, n)
-        if not len(keys):
-            continue
-        found, pos = _lookup(keys, want)
-        found &= items >= 0
-        per_source[:, :, s] = np.where(found, ans.scores.reshape(-1)[slots[pos]], np.nan)
-    return Candidates(items, scores, tuple(names), per_source)
+        found, slot = _RowSets(ans.items).find(items)  # slot: the item's first place in this answer
+        if ans.items.shape[1]:
+            per_source[:, :, s] = np.where(found, np.take_along_axis(ans.scores, slot, 1), np.nan)
+            ranks[:, :, s] = np.where(found, np.take_along_axis(ans.source_ranks[:, :, 0], slot, 1), -1)
+    return Candidates(items, scores, tuple(names), per_source, ranks)

@@ -4,7 +4,7 @@ list.
 * :class:`ScorerRanker` - any candidate scorer (:func:`recfunnel.run.candidate_scorer`): a CTR
   ranker or LightGBM scoring each pair through its feature fields (the user's and item's table
   values, the request time, the user's history), or a user x item model's own score;
-* :class:`RetrievalScoreRanker` - the retrieval score itself (one source's, or the claiming
+* :class:`RetrievalScoreRanker` - the retrievers' own scores (fused by reciprocal rank, or one
   source's), for a funnel without a trained ranker.
 
 A ranker trained for this funnel (hard negatives from its own retrievers) is built by
@@ -35,25 +35,38 @@ class Ranker(Protocol):
 
 
 class RetrievalScoreRanker:
-    """The retrieval score as the ranking score.
+    """The retrievers' own scores as the ranking score.
+
+    Scores of different sources are not on one scale (a popularity count, a cosine, a logit), so
+    by default they are fused by rank: reciprocal rank fusion (Cormack et al., SIGIR 2009),
+    ``sum over the sources s that proposed the item of 1 / (rrf_k + rank_s)`` with rank_s its place
+    in s's answer from 1; an item several sources propose rises.
 
     Args:
-        source: rank by this source's score (items it did not propose come last); None: the score
-            of the source that claimed each item (scores of different sources are then compared
-            as they are, so use it with one source or comparable ones).
+        source: rank by this source's score instead (items it did not propose come last).
+        fusion: "rrf" (default) or "claimed": the score of the source that claimed each item, as
+            it is (only meaningful with one source, or sources on one scale).
+        rrf_k: the RRF constant (60 in the paper).
     """
 
-    def __init__(self, source: str | None = None, name: str = "retrieval") -> None:
-        self.source, self.name = source, name
+    def __init__(
+        self, source: str | None = None, fusion: str = "rrf", rrf_k: float = 60.0, name: str = "retrieval"
+    ) -> None:
+        if fusion not in ("rrf", "claimed"):
+            raise ValueError(f"fusion must be 'rrf' or 'claimed', got {fusion!r}")
+        self.source, self.fusion, self.rrf_k, self.name = source, fusion, rrf_k, name
 
     def rank(self, requests: Requests, candidates: Candidates) -> np.ndarray:
-        if self.source is None:
-            scores = candidates.scores
-        else:
+        if self.source is not None:
             if self.source not in candidates.sources:
                 raise ValueError(f"no source {self.source!r} among {list(candidates.sources)}")
             s = candidates.source_scores[:, :, candidates.sources.index(self.source)]
             scores = np.where(np.isnan(s), -np.inf, s)
+        elif self.fusion == "claimed":
+            scores = candidates.scores
+        else:
+            ranks = candidates.source_ranks
+            scores = np.where(ranks >= 0, 1.0 / (self.rrf_k + 1.0 + ranks), 0.0).sum(axis=2)
         return np.where(candidates.valid, scores, -np.inf).astype(np.float32)
 
 
