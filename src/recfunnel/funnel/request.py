@@ -87,21 +87,6 @@ class Requests:
         out.data[:] = 1.0
         return out
 
-    def take(self, rows: np.ndarray) -> Requests:
-        """The requests at `rows` (e.g. the ones a retriever can answer)."""
-        rows = np.asarray(rows, np.int64)
-        indptr, items = _take_rows(self.recent_indptr, self.recent_items, rows)
-        return Requests(
-            self.users[rows],
-            indptr,
-            items,
-            self.seen[rows],
-            self.exclude[rows],
-            self.timestamp,
-            tuple(self.unknown_users[i] for i in rows) if self.unknown_users else (),
-            tuple(self.unknown_items[i] for i in rows) if self.unknown_items else (),
-        )
-
 
 def _take_rows(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lengths = indptr[rows + 1] - indptr[rows]
