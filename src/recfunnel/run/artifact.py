@@ -159,7 +159,7 @@ def _build(art: Any, path: Path) -> tuple[Any, FieldSchema | None]:
     if art.family == "lightgbm":
         from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
 
-        text = (path / LIGHTGBM_FILE).read_text("utf-8")
+        text = art.file(LIGHTGBM_FILE).read_text("utf-8")
         return LightGBMRanker.from_text(text, LightGBMConfig(**cfg["model"]), schema), schema
     if schema is not None:
         model = build_ctr(art.family, schema, cfg["model"])
@@ -196,7 +196,7 @@ def load_model(path: str | os.PathLike[str]) -> Loaded:
         raise ArtifactError(
             f"artifact at {path} does not match recfunnel {recfunnel.__version__}'s {art.family!r} model: {e}"
         ) from None
-    split = Split.load(path / SPLIT_FILE) if (path / SPLIT_FILE).is_file() else None
+    split = Split.load(art.file(SPLIT_FILE)) if SPLIT_FILE in art.extra_files else None
     return Loaded(
         art.family,
         model,

@@ -14,6 +14,8 @@ Families and how they are fitted (none of the callers rebuilds this sequence):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from recfunnel.models.ctr.base import build_ctr
 from recfunnel.run.config import DataConfig, RunConfig, SplitConfig
 from recfunnel.run.evaluate import evaluate_run
 from recfunnel.run.features import ctr_fields
+from recfunnel.train.checkpoint import data_identity
 from recfunnel.train.labelled import LabelledBCE
 from recfunnel.train.registry import SEQUENCE_OBJECTIVES, build_objective
 from recfunnel.train.trainer import TrainConfig, Trainer, TrainReport, seed_everything
@@ -164,9 +167,19 @@ def _train(
     if name in SEQUENCE_OBJECTIVES and hasattr(model.config, "max_len"):
         params.setdefault("max_len", model.config.max_len)  # windows as long as the model reads
     objective = build_objective(name, train, ds.n_users, ds.n_items, **params)
-    trainer = Trainer(train_cfg)
-    report = trainer.fit(
-        model, objective, _validator(cfg, ds, sp), checkpoint_dir=checkpoint_dir, resume=resume
+    settings = json.dumps(
+        {"model": model.config.model_dump(mode="json"), "objective": params}, sort_keys=True, default=str
+    )
+    identity = data_identity(
+        ds, sp, model=model.family, objective=name, settings=hashlib.sha256(settings.encode()).hexdigest()
+    )
+    report = Trainer(train_cfg).fit(
+        model,
+        objective,
+        _validator(cfg, ds, sp),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        identity=identity,
     )
     return report, objective
 
