@@ -178,12 +178,6 @@ class Model(nn.Module):
         return {}
 
 
-def register(cls: type[Model]) -> type[Model]:
-    """Deprecated no-op kept while models/towers.py still carries the decorator; families are
-    listed in :mod:`recfunnel.models.registry`."""
-    return cls
-
-
 def model_class(name: str) -> type[Model]:
     """The class of family `name` in :data:`recfunnel.models.registry.MODELS`; an unknown name
     gives the list of valid ones."""

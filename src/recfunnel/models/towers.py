@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import nn
 
 from recfunnel.data.fields import PAD, FieldSchema, FittedField
-from recfunnel.models.base import Model, ModelConfig, register
+from recfunnel.models.base import Model, ModelConfig
 from recfunnel.nn.embeddings import FieldEmbedding
 from recfunnel.nn.mlp import MLP
 
@@ -67,7 +67,6 @@ def _buffer_name(f: FittedField) -> str:
     return f"codes_{f.name}"
 
 
-@register
 class TwoTower(Model):
     family = "two-tower"
     Config = TwoTowerConfig
