@@ -16,15 +16,17 @@ from recfunnel.settings import has_dataset
 runner = CliRunner()
 
 
-def _plays_csv(path: Path, n_users: int = 60, n_items: int = 40, seed: int = 0) -> Path:
-    """Implicit feedback with play counts and no timestamps; users like items of their own cluster."""
+def _plays_csv(path: Path, n_users: int = 60, seed: int = 0) -> Path:
+    """Implicit feedback with play counts and no timestamps; users like items of their own cluster
+    (6 of its 10 artists) and play 2 artists of their own beyond the 40, so the catalogue holds
+    enough never-played artists per user for 99 distinct sampled negatives."""
     rng = np.random.default_rng(seed)
     rows = ["user_id,artist,plays"]
     for u in range(n_users):
         cluster = u % 4
         items = rng.choice(np.arange(cluster * 10, cluster * 10 + 10), size=6, replace=False)
-        noise = rng.choice(n_items, size=2, replace=False)
-        for i in sorted(set(items.tolist()) | set(noise.tolist())):
+        own = 40 + 2 * u + np.arange(2)
+        for i in sorted(set(items.tolist()) | set(own.tolist())):
             rows.append(f"u{u},a{i},{int(rng.integers(1, 50))}")
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -44,7 +46,8 @@ def _train_plays(tmp_path: Path, model: str, out: Path, *extra, split: str = "ra
 
 
 def test_every_command_has_help_that_explains_options():
-    for cmd in ("train", "evaluate", "recommend", "similar", "models", "datasets", "bench", "bench-report"):
+    commands = ("train", "evaluate", "recommend", "similar", "index", "explain", "models", "datasets")
+    for cmd in (*commands, "bench", "bench-report"):
         res = _invoke(cmd, "--help")
         assert res.exit_code == 0, res.output
         assert "Usage" in res.output
@@ -102,7 +105,7 @@ def test_toml_config_with_rating_threshold(tmp_path):
     rng = np.random.default_rng(1)
     lines = [
         f"{u}\t{i}\t{int(rng.integers(1, 6))}\t{1000 + 7 * k}"
-        for k, (u, i) in enumerate((u, i) for u in range(30) for i in rng.choice(25, 8, replace=False))
+        for k, (u, i) in enumerate((u, (4 * u + j) % 120) for u in range(30) for j in range(8))
     ]
     tsv.write_text("\n".join(lines) + "\n")
     cfg = tmp_path / "run.toml"
@@ -233,11 +236,11 @@ def test_explain_rejects_an_unknown_user_before_training():
 
 
 def test_recommend_for_an_ad_hoc_list_of_recent_items(tmp_path):
-    # sequences: each user walks items i, i+1, i+2, ... (mod 20), one step per time unit
+    # sequences: user u walks items 3u, 3u+1, 3u+2, ... (mod 120), one step per time unit
     rows = ["user,item,ts"]
     for u in range(40):
         for t in range(8):
-            rows.append(f"u{u},i{(u + t) % 20},{t}")
+            rows.append(f"u{u},i{(3 * u + t) % 120},{t}")
     csv = tmp_path / "walks.csv"
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "sas"

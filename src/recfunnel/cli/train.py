@@ -1,0 +1,246 @@
+"""`recfunnel train`: flags (or a TOML config) -> RunConfig -> train, evaluate, save an artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+import typer
+
+from recfunnel.cli.common import (
+    ConfigOpt,
+    DataRootOpt,
+    console,
+    err,
+    fail,
+    one_line,
+    parse_params,
+    print_top,
+    results_table,
+)
+from recfunnel.data.schema import ColumnMapping
+from recfunnel.models import MODELS
+from recfunnel.run import DataConfig, ModelSection, RunConfig, SplitConfig, TrainConfig
+
+DEVICES = ("auto", "cpu", "cuda")
+ENCODINGS = get_args(ColumnMapping.model_fields["encoding"].annotation)
+SPLITS = get_args(SplitConfig.model_fields["method"].annotation)
+
+
+def _default(section: type, field: str) -> Any:
+    return section.model_fields[field].default
+
+
+MODEL_HELP = (
+    f"model family (default {_default(ModelSection, 'name')}): {', '.join(sorted(MODELS))}; "
+    "hyper-parameters and defaults: `recfunnel models`"
+)
+
+
+def train(
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="named dataset (ml-100k, ml-1m, amazon-video-seq, diginetica-sample) or a folder/file "
+            f"path (default {_default(DataConfig, 'dataset')})"
+        ),
+    ] = None,
+    data_root: DataRootOpt = None,
+    table: Annotated[
+        Path | None,
+        typer.Option(
+            help="your own CSV/TSV/Parquet file, with --user-col and --item-col (default: use --dataset)"
+        ),
+    ] = None,
+    user_col: Annotated[
+        str | None, typer.Option(help="user column: a name, or a 0-based position with --no-header")
+    ] = None,
+    item_col: Annotated[str | None, typer.Option(help="item column")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="rating column (default: none)")] = None,
+    timestamp_col: Annotated[str | None, typer.Option(help="timestamp column (default: none)")] = None,
+    weight_col: Annotated[str | None, typer.Option(help="weight / play-count column (default: none)")] = None,
+    sep: Annotated[str | None, typer.Option(help="field separator (default by suffix: ',' or tab)")] = None,
+    header: Annotated[
+        bool, typer.Option("--header/--no-header", help="first line holds column names")
+    ] = True,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help=f"text encoding of --table: {' or '.join(ENCODINGS)} "
+            f"(default {_default(ColumnMapping, 'encoding')})"
+        ),
+    ] = None,
+    timestamp_format: Annotated[
+        str | None,
+        typer.Option(
+            help="strptime format of the timestamp column, e.g. '%Y-%m-%d %H:%M:%S' (zone-less times "
+            "are UTC; default: integer unix seconds)"
+        ),
+    ] = None,
+    rating_threshold: Annotated[
+        float | None, typer.Option(help="keep ratings >= this as positives (default: keep all)")
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help=f"{' | '.join(SPLITS)} (default {_default(SplitConfig, 'method')})"),
+    ] = None,
+    eval_negatives: Annotated[
+        int | None,
+        typer.Option(
+            help="fixed negatives per held-out user for the sampled protocol; 0: none (default "
+            f"{_default(SplitConfig, 'eval_negatives')})"
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None, typer.Option(help="reuse a saved split (.npz) (default: make one)")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=f"maximum epochs (default {_default(TrainConfig, 'epochs')})")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"mini-batch size (default {_default(TrainConfig, 'batch_size')})")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help=f"learning rate (default {_default(TrainConfig, 'lr')})")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=f"seed (default {_default(TrainConfig, 'seed')})")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (cuda when available, else cpu)")] = "auto",
+    param: Annotated[
+        list[str],
+        typer.Option(
+            "--param",
+            "-p",
+            help="model hyper-parameter key=value (repeatable), e.g. -p factors=16 (default: the "
+            "family's, see `recfunnel models`)",
+        ),
+    ] = [],
+    pretrain: Annotated[bool, typer.Option(help="NeuMF: pre-train GMF and MLP first (alpha 0.5)")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="artifact folder to write (default artifacts/<model>-<dataset>)"),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in <out>.ckpt")] = False,
+    show_user: Annotated[
+        str | None, typer.Option(help="print a top-10 for this raw user id (default: the first user)")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write results as JSON (default: no)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Train one model, evaluate it on the test part (full ranking and sampled), save an artifact,
+    and print a results table plus a top-10 for one user."""
+    from recfunnel.models.base import model_class
+    from recfunnel.recommender import Recommender
+    from recfunnel.run import fit, load_data, load_split
+
+    if encoding is not None and encoding not in ENCODINGS:
+        fail(f"--encoding {encoding!r} is not supported; valid: {', '.join(ENCODINGS)}")
+    device = _device(device)
+    over: dict[str, Any] = {"data": {}, "split": {}, "model": {}, "train": {}}
+    if dataset:
+        over["data"]["dataset"] = dataset
+    if data_root:
+        over["data"]["data_root"] = str(data_root)
+    if table:
+        if not (user_col and item_col):
+            fail("--table needs --user-col and --item-col")
+
+        def col(v: str | None) -> str | int | None:
+            return None if v is None else (int(v) if not header and v.isdigit() else v)
+
+        over["data"]["table"] = {
+            k: v
+            for k, v in {
+                "path": str(table),
+                "user": col(user_col),
+                "item": col(item_col),
+                "rating": col(rating_col),
+                "timestamp": col(timestamp_col),
+                "weight": col(weight_col),
+                "sep": sep,
+                "header": header,
+            }.items()
+            if v is not None
+        }
+    if rating_threshold is not None:
+        over["data"]["rating_threshold"] = rating_threshold
+    if split:
+        over["split"]["method"] = split
+    if split_file:
+        over["split"]["path"] = str(split_file)
+    if eval_negatives is not None:
+        over["split"]["eval_negatives"] = eval_negatives
+    if model:
+        over["model"]["name"] = model
+    if param:
+        over["model"]["params"] = parse_params(param)
+    if pretrain:
+        over["model"]["pretrain"] = True
+    for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}.items():
+        if v is not None:
+            over["train"][k] = v
+    over["train"]["progress"] = progress
+    if "device" in TrainConfig.model_fields:
+        over["train"]["device"] = device
+    try:
+        cfg = RunConfig.from_toml(config, over) if config else RunConfig().updated(over)
+        cfg = _with_text_format(cfg, encoding, timestamp_format)
+        model_class(cfg.model.name).Config(**cfg.model.params)  # before any data is read
+    except (ValueError, OSError) as e:
+        fail(f"bad configuration: {one_line(e)}")
+    ds = load_data(cfg.data)
+    sp = load_split(cfg.split, ds)
+    console.print(
+        f"[bold]{ds.name}[/bold]: {ds.n_users:,} users, {ds.n_items:,} items, "
+        f"{len(ds.interactions):,} interactions; split {sp.describe()} "
+        f"({len(sp.train):,}/{len(sp.valid):,}/{len(sp.test):,})"
+    )
+    name = cfg.model.name
+    out = out or Path("artifacts") / f"{name}-{ds.name}"
+    res = fit(cfg, ds, sp, checkpoint_dir=Path(f"{out}.ckpt"), resume=resume, out=out)
+    console.print(results_table(res.results, f"{name} on {ds.name} (test)"))
+    report = res.report
+    if report is not None and report.history:
+        console.print(
+            f"trained {len(report.history)} epochs in {report.seconds:.1f}s "
+            f"(best epoch {report.best_epoch + 1}), {report.samples_per_second:,.0f} samples/s, "
+            f"{100 * report.pipeline_share:.1f}% of epoch time outside forward/backward"
+        )
+    console.print(f"artifact written to {res.path}")
+    rec = Recommender(name, cfg.model.params, cfg.train, run=cfg)._adopt(res)
+    user = show_user or ds.users.ids[0]
+    ids, scores = rec.recommend([user], k=10)
+    print_top(rec, f"user {user}", ids[0], scores[0], 10, False, None)
+    if json_out:
+        json_out.write_text(json.dumps([r.to_dict() for r in res.results], indent=1))
+
+
+def _device(choice: str) -> str:
+    """--device resolved to cpu or cuda; cuda when asked for must be there."""
+    import torch
+
+    if choice not in DEVICES:
+        fail(f"--device {choice!r} is not a device; valid: {', '.join(DEVICES)}")
+    has_cuda = torch.cuda.is_available()
+    if choice == "cuda" and not has_cuda:
+        fail("--device cuda: no CUDA device is available here; valid here: cpu, auto")
+    resolved = "cuda" if choice == "cuda" or (choice == "auto" and has_cuda) else "cpu"
+    if resolved == "cuda" and "device" not in TrainConfig.model_fields:
+        err.print("note: training runs on the CPU (the trainer has no device setting yet)")
+    return resolved
+
+
+def _with_text_format(cfg: RunConfig, encoding: str | None, timestamp_format: str | None) -> RunConfig:
+    """--encoding / --timestamp-format applied to the run's own table (from --table or the TOML)."""
+    given = {k: v for k, v in {"encoding": encoding, "timestamp_format": timestamp_format}.items() if v}
+    if not given:
+        return cfg
+    if cfg.data.table is None:
+        flags = " and ".join("--" + k.replace("_", "-") for k in given)
+        verb = "describe" if len(given) > 1 else "describes"
+        fail(f"{flags} {verb} your own file: use with --table (or [data.table] in --config)")
+    return cfg.updated({"data": {"table": given}})
