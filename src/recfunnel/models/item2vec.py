@@ -26,6 +26,9 @@ class Item2VecConfig(ModelConfig):
 
 
 class Item2Vec(Model):
+    """Item2Vec (Barkan & Koenigstein 2016): skip-gram item vectors; a user is the mean of the
+    vectors of their latest items."""
+
     family = "item2vec"
     Config = Item2VecConfig
     objective = "sgns"

@@ -68,6 +68,10 @@ def _buffer_name(f: FittedField) -> str:
 
 
 class TwoTower(Model):
+    """Two-tower retrieval model (Yi et al. 2019): user and item towers over feature fields, recent
+    items and text, trained with the in-batch softmax (logQ correction); build with
+    recfunnel.run.towers.build_two_tower."""
+
     family = "two-tower"
     Config = TwoTowerConfig
     objective = "in-batch-softmax"
