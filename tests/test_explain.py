@@ -1,44 +1,43 @@
-"""Tests for recfunnel.explain: AutoInt attention between fields and FM's largest pairwise terms."""
+"""recfunnel.explain: AutoInt attention between fields and FM's largest pairwise terms, for rankers
+fitted through recfunnel.run on the contract's synthetic MovieLens-like data (temporal split)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from recfunnel.data.fields import ctr_parts, encode_events
-from recfunnel.data.readers import load_dataset
-from recfunnel.data.splits import temporal
-from recfunnel.explain import explain_pair, format_explanation
-from recfunnel.models.ctr import build_ctr
-from recfunnel.settings import has_dataset
-from recfunnel.train.labelled import LabelledBCE
-from recfunnel.train.trainer import TrainConfig, Trainer, seed_everything
+sys.path.insert(0, str(Path(__file__).parent / "models"))
 
-pytestmark = pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
+from contract import synthetic_movielens  # noqa: E402
+
+from recfunnel.data.fields import encode_events  # noqa: E402
+from recfunnel.data.splits import temporal  # noqa: E402
+from recfunnel.explain import explain_pair, format_explanation  # noqa: E402
+from recfunnel.run import RunConfig, fit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def trained():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    full = load_dataset("ml-100k")
-    ints = full.interactions
-    ds = replace(
-        full, interactions=ints.take(np.flatnonzero(ints.timestamp <= np.quantile(ints.timestamp, 0.1)))
-    )
-    schema, parts = ctr_parts(ds, temporal(ds))
+    ds = synthetic_movielens()
+    split = temporal(ds)
     models = []
     for family, params in (("autoint", {"embedding_dim": 8, "layers": 2}), ("fm", {"embedding_dim": 8})):
-        seed_everything(0)
-        m = build_ctr(family, schema, params)
-        Trainer(TrainConfig(epochs=1, batch_size=512, lr=3e-3, progress=False)).fit(
-            m, LabelledBCE(parts["train"])
+        cfg = RunConfig.model_validate(
+            {
+                "model": {"name": family, "params": params},
+                "split": {"method": "temporal"},
+                "train": {"epochs": 1, "batch_size": 512, "lr": 3e-3, "progress": False},
+            }
         )
-        models.append(m)
-    yield ds, schema, models[0], models[1]
+        models.append(fit(cfg, ds, split, evaluate=False))
+    assert models[0].schema.to_json() == models[1].schema.to_json()  # the same fields for both
+    yield ds, models[0].schema, models[0].model, models[1].model
     torch.set_num_threads(before)
 
 
@@ -95,7 +94,7 @@ def test_either_model_alone_and_unknown_ids(trained):
 
 
 def test_trained_explainers_are_cached_and_reloaded_without_training(trained, tmp_path, monkeypatch):
-    import recfunnel.bench.ctr as bench_ctr
+    import recfunnel.run
     from recfunnel.explain import train_explainers
 
     ds = trained[0]
@@ -106,7 +105,7 @@ def test_trained_explainers_are_cached_and_reloaded_without_training(trained, tm
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although the cache holds both rankers")
 
-    monkeypatch.setattr(bench_ctr, "fit_ctr", no_training)
+    monkeypatch.setattr(recfunnel.run, "fit", no_training)
     schema2, autoint2, fm2 = train_explainers(ds, split, epochs=1, cache_dir=tmp_path)
     assert schema2.to_json() == schema.to_json()
     a = explain_pair(ds, schema, ds.users.ids[0], ds.items.ids[0], autoint=autoint, fm=fm)

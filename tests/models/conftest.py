@@ -1,27 +1,20 @@
-"""Shared fixtures of the model tests: a small real slice of MovieLens-100K, its leave-one-out split,
-and the Popularity baseline every learning model must beat."""
+"""Shared fixtures of the model tests: the synthetic MovieLens-like dataset of the model contract
+(built in memory, so no model test needs the data root) and its two splits."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # `from contract import ModelContract`
 
-from contract import Slice, sampled_hr10  # noqa: E402
+from contract import EVAL_NEGATIVES, Slice, synthetic_movielens  # noqa: E402
 
-from recfunnel.data.dataset import build_dataset  # noqa: E402
-from recfunnel.data.readers import load_dataset  # noqa: E402
-from recfunnel.data.splits import leave_one_out  # noqa: E402
-from recfunnel.recommender import Recommender  # noqa: E402
-from recfunnel.settings import has_dataset  # noqa: E402
-
-SLICE_USERS = 300  # the users with the lowest index, with all their interactions (~31k rows)
+from recfunnel.data.dataset import Dataset  # noqa: E402
+from recfunnel.data.splits import leave_one_out, temporal  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,28 +28,18 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def ml_slice() -> Slice:
-    """Users 1..300 of the real ml-100k, rebuilt with build_dataset so vocabularies are compact."""
-    if not has_dataset("ml-100k"):
-        pytest.skip("ml-100k not under the data root (set RECFUNNEL_DATA)")
-    full = load_dataset("ml-100k")
-    ints = full.interactions
-    rows = np.flatnonzero(ints.user < SLICE_USERS)  # sorted: keeps file order, the time tie-break
-    sub = ints.take(rows)
-    frame = pl.DataFrame(
-        {
-            "user": np.asarray(full.users.ids, dtype=np.int64)[sub.user],
-            "item": np.asarray(full.items.ids, dtype=np.int64)[sub.item],
-            "timestamp": sub.timestamp,
-            "rating": sub.rating,
-        }
-    )
-    ds = build_dataset("ml-100k-slice", frame)
-    assert ds.n_users == SLICE_USERS and ds.n_items == len(np.unique(sub.item))
-    return Slice(ds, leave_one_out(ds).with_negatives(ds, 99, seed=0))
+def synthetic() -> Dataset:
+    """200 users, 80 items, ~2.3k rated events with feature tables (contract.synthetic_movielens)."""
+    return synthetic_movielens()
 
 
 @pytest.fixture(scope="session")
-def popularity_hr10(ml_slice: Slice) -> float:
-    rec = Recommender("popularity").fit(ml_slice.dataset, ml_slice.split)
-    return sampled_hr10(rec.model_, ml_slice)
+def ranking_slice(synthetic: Dataset) -> Slice:
+    """Leave-one-out with fixed sampled-eval negatives: the split of the user x item families."""
+    return Slice(synthetic, leave_one_out(synthetic).with_negatives(synthetic, EVAL_NEGATIVES, seed=0))
+
+
+@pytest.fixture(scope="session")
+def ctr_slice(synthetic: Dataset) -> Slice:
+    """Temporal 80/10/10: the split of the field families (several labelled test rows per user)."""
+    return Slice(synthetic, temporal(synthetic))

@@ -1,203 +1,207 @@
-"""The CTR rankers: one contract every family passes (after implicit's test mixin), on a small
-real slice of MovieLens-100K as a CTR task (the earliest 20% of events, temporal 80/10/10)."""
+"""The CTR rankers and LightGBM: the model contract (fit through recfunnel.run, scored for candidate
+items through their feature fields, saved and loaded as one artifact) on the synthetic dataset,
+plus what a field scorer does on its encoded rows; and, where the data root has ml-100k, each
+ranker learning on a small real slice (the earliest 20% of events, temporal 80/10/10)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar
 
 import numpy as np
-import pydantic
 import pytest
 import torch
+from contract import ModelContract, Slice
 
-from recfunnel.data.fields import ctr_parts
+from recfunnel.artifacts import ArtifactError
 from recfunnel.data.readers import load_dataset
 from recfunnel.data.splits import temporal
-from recfunnel.eval.ctr import evaluate_ctr
-from recfunnel.models.base import MODELS
-from recfunnel.models.ctr import CTRModel, FieldRanker, FieldScorer, build_ctr, load_ctr, save_ctr
-from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
+from recfunnel.errors import ConfigError
+from recfunnel.models.base import build_model
+from recfunnel.models.ctr import CTRModel, FieldScorer, build_ctr
+from recfunnel.run import RunConfig, candidate_scorer, fit, load_model, save_fit
 from recfunnel.settings import has_dataset
-from recfunnel.train.labelled import LabelledBCE
-from recfunnel.train.trainer import TrainConfig, Trainer, seed_everything
-
-pytestmark = pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 
 
-@pytest.fixture(scope="session")
-def ctr_slice():
-    """(dataset, schema, parts) for the earliest 20% of ml-100k's events (~16k train rows)."""
-    full = load_dataset("ml-100k")
-    ints = full.interactions
-    order = np.lexsort((ints.order, ints.timestamp))
-    ds = replace(full, interactions=ints.take(np.sort(order[: len(order) // 5])))
-    schema, parts = ctr_parts(ds, temporal(ds))
-    return ds, schema, parts
+class FieldFamilyChecks:
+    """What a field family does beyond the contract: one logit per encoded row, and unknown
+    candidates (-1) scored from their other fields."""
 
-
-@pytest.fixture(scope="session")
-def lr_auc(ctr_slice) -> float:
-    _, schema, parts = ctr_slice
-    model = _fit("lr", {}, schema, parts, {"epochs": 3, "lr": 1e-2})
-    return evaluate_ctr(model, parts["test"]).metrics["auc"]
-
-
-def _fit(family: str, params: dict, schema, parts, train: dict) -> CTRModel:
-    cfg = TrainConfig(
-        **{"epochs": 2, "batch_size": 512, "lr": 3e-3, "patience": 0, "progress": False, **train}
-    )
-    seed_everything(cfg.seed)
-    model = build_ctr(family, schema, params)
-    Trainer(cfg).fit(model, LabelledBCE(parts["train"]))
-    return model
-
-
-class CTRContract:
-    """What every CTR family must do. Subclasses set `family`, small `params` and `train`."""
-
-    family: ClassVar[str]
-    params: ClassVar[dict[str, Any]] = {}
-    train: ClassVar[dict[str, Any]] = {}
-    min_auc: ClassVar[float] = 0.62  # a constant scorer has 0.5; LR gets ~0.66-0.69 on this slice
-    beats_lr: ClassVar[bool] = False  # the deep models with an MLP do, even on this budget
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def fitted(cls, ctr_slice) -> CTRModel:
-        _, schema, parts = ctr_slice
-        return _fit(cls.family, cls.params, schema, parts, cls.train)
-
-    def test_registered_with_a_typed_config_that_rejects_unknown_keys(self, ctr_slice):
-        cls = MODELS[self.family]
-        assert issubclass(cls, CTRModel) and cls.family == self.family and cls.objective == "labelled"
-        assert cls.__doc__ and cls.Config().model_dump()  # documented, with paper defaults
-        with pytest.raises(pydantic.ValidationError):
-            cls.Config(not_a_param=1)
-        with pytest.raises(ValueError, match="unknown CTR model"):
-            build_ctr("no-such-model", ctr_slice[1])
-
-    def test_scores_one_logit_per_row(self, fitted, ctr_slice):
-        _, _, parts = ctr_slice
-        batch = parts["test"].fields.take(slice(0, 7))
-        out = fitted.score_fields(batch)
+    def test_scores_one_logit_per_encoded_row(self, fitted):
+        model = fitted.model
+        assert isinstance(model, FieldScorer) and model.inputs == "fields"
+        batch = fitted.res.parts["test"].fields.take(slice(0, 7))
+        out = model.score_fields(batch)
         assert out.shape == (7,) and out.dtype == torch.float32 and torch.isfinite(out).all()
-        assert isinstance(fitted, FieldScorer)
+        if isinstance(model, CTRModel):
+            assert model.objective == "labelled" and model.schema is fitted.res.schema
 
-    def test_artifact_round_trip_gives_identical_logits_without_the_schema_at_hand(
-        self, fitted, ctr_slice, tmp_path
-    ):
-        _, schema, parts = ctr_slice
-        path = save_ctr(fitted, tmp_path / self.family, metrics={"auc": 0.5})
-        again = load_ctr(path)  # schema, config and weights all come from the folder
-        assert type(again) is type(fitted) and not again.training
-        assert again.schema.to_json() == schema.to_json() and again.config == fitted.config
-        batch = parts["test"].fields.take(slice(0, 64))
-        fitted.eval()
-        with torch.no_grad():
-            torch.testing.assert_close(again.score_fields(batch), fitted.score_fields(batch))
-
-    def test_learns_on_a_small_real_slice(self, fitted, ctr_slice, lr_auc):
-        _, _, parts = ctr_slice
-        auc = evaluate_ctr(fitted, parts["test"]).metrics["auc"]
-        assert auc > self.min_auc, f"{self.family}: test AUC {auc:.4f} (LR {lr_auc:.4f})"
-        if self.beats_lr:
-            assert auc > lr_auc, f"{self.family}: test AUC {auc:.4f} (LR {lr_auc:.4f})"
-
-    def test_ranks_candidate_pairs_at_request_time(self, fitted, ctr_slice):
-        ds, schema, _ = ctr_slice
-        ranker = FieldRanker(fitted, schema, ds)
-        users = torch.tensor([0, 5])
-        items = torch.tensor([[0, 1, 2], [3, 4, -1]])
-        scores = ranker.score(users, items)
+    def test_unknown_candidate_items_are_scored_from_their_other_fields(self, fitted):
+        scorer = candidate_scorer(fitted.model, fitted.dataset, fitted.data.split)
+        scores = scorer.score(torch.tensor([0, 5]), torch.tensor([[0, 1, 2], [3, 4, -1]]))
         assert scores.shape == (2, 3) and torch.isfinite(scores).all()
 
 
-class TestLR(CTRContract):
+class TestLR(ModelContract, FieldFamilyChecks):
     family = "lr"
     train = {"lr": 1e-2}
 
 
-class TestFM(CTRContract):
+class TestFM(ModelContract, FieldFamilyChecks):
     family = "fm"
+    params = {"embedding_dim": 4}
 
 
-class TestWideDeep(CTRContract):
+class TestWideDeep(ModelContract, FieldFamilyChecks):
     family = "widedeep"
-    beats_lr = True
-    params = {"embedding_dim": 8, "hidden": (32, 16)}
+    params = {"embedding_dim": 4, "hidden": (16,)}
 
 
-class TestDeepFM(CTRContract):
+class TestDeepFM(ModelContract, FieldFamilyChecks):
     family = "deepfm"
-    beats_lr = True
-    params = {"hidden": (32, 32)}
+    params = {"embedding_dim": 4, "hidden": (16,)}
 
 
-class TestAutoInt(CTRContract):
+class TestAutoInt(ModelContract, FieldFamilyChecks):
     family = "autoint"
-    params = {"embedding_dim": 8, "layers": 2, "attention_dim": 8}
+    params = {"embedding_dim": 4, "layers": 2, "attention_dim": 4}
 
-    def test_attention_weights_per_field_pair_sum_to_one(self, fitted, ctr_slice):
-        _, schema, parts = ctr_slice
-        w = fitted.attention_weights(parts["test"].fields.take(slice(0, 5)))
+    def test_attention_weights_per_field_pair_sum_to_one(self, fitted):
+        model, schema = fitted.model, fitted.res.schema
+        w = model.attention_weights(fitted.res.parts["test"].fields.take(slice(0, 5)))
         f = len(schema)
-        assert w.shape == (5, 2, fitted.config.heads, f, f)
-        torch.testing.assert_close(w.sum(-1), torch.ones(5, 2, fitted.config.heads, f))
+        assert w.shape == (5, 2, model.config.heads, f, f)
+        torch.testing.assert_close(w.sum(-1), torch.ones(5, 2, model.config.heads, f))
 
 
-class TestDCNv2(CTRContract):
+class TestDCNv2(ModelContract, FieldFamilyChecks):
     family = "dcnv2"
-    beats_lr = True
-    params = {"hidden": (32,), "cross_layers": 2}
+    params = {"embedding_dim": 4, "hidden": (16,), "cross_layers": 2}
 
 
-class TestDCNv2Parallel(CTRContract):
+class TestDCNv2Parallel(ModelContract, FieldFamilyChecks):
     family = "dcnv2"
-    params = {"hidden": (32,), "cross_layers": 2, "structure": "parallel", "low_rank": 8}
+    params = {"embedding_dim": 4, "hidden": (16,), "cross_layers": 2, "structure": "parallel", "low_rank": 2}
 
 
-class TestDLRM(CTRContract):
+class TestDLRM(ModelContract, FieldFamilyChecks):
     family = "dlrm"
-    beats_lr = True
-    params = {"bottom": (16,), "top": (32,)}
-    train = {"epochs": 3}
+    params = {"embedding_dim": 4, "bottom": (8,), "top": (8,)}
 
 
-def test_lightgbm_baseline_learns_and_is_deterministic(ctr_slice):
-    _, schema, parts = ctr_slice
-    tr, va, te = parts["train"], parts["valid"], parts["test"]
-    cfg = LightGBMConfig(max_rounds=60, num_threads=1)
-    a = LightGBMRanker(cfg, schema, seed=0).fit(tr.fields, tr.labels.numpy(), va.fields, va.labels.numpy())
-    b = LightGBMRanker(cfg, schema, seed=0).fit(tr.fields, tr.labels.numpy(), va.fields, va.labels.numpy())
-    x, cat, names = a.features(te.fields)
-    assert x.shape == (len(te), len(names)) and len(cat) == sum(f.kind == "categorical" for f in schema)
-    torch.testing.assert_close(a.score_fields(te.fields), b.score_fields(te.fields))
-    assert evaluate_ctr(a, te).metrics["auc"] > 0.62
-    assert a.n_params() > 0 and a.to_text().startswith("tree")
+class TestLightGBM(ModelContract, FieldFamilyChecks):
+    family = "lightgbm"
+    params = {"max_rounds": 8, "min_data_in_leaf": 5, "num_threads": 1}
+
+    def test_features_are_one_column_per_field_value_and_the_model_is_text(self, fitted):
+        model, schema = fitted.model, fitted.res.schema
+        test = fitted.res.parts["test"]
+        x, cat, names = model.features(test.fields)
+        assert x.shape == (len(test), len(names))
+        assert len(cat) == sum(f.kind == "categorical" for f in schema)
+        assert model.n_params() > 0 and model.to_text().startswith("tree")
 
 
-@pytest.mark.parametrize("family", ["fm", "deepfm", "dlrm"])
-def test_build_model_refuses_ctr_families_with_the_way_to_build_them(family):
-    from recfunnel.models.base import build_model
-
-    with pytest.raises(ValueError, match="CTR ranker over a field schema.*build_ctr"):
+# ---- building and artifacts ---------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["fm", "deepfm", "dlrm", "lightgbm"])
+def test_build_model_refuses_field_families_with_the_way_to_build_them(family):
+    with pytest.raises(ConfigError, match="CTR ranker over a field schema.*build_ctr.*recfunnel.run.fit"):
         build_model(family, 10, 20)
 
 
-def test_ctr_artifacts_refuse_corruption_and_other_kinds(ctr_slice, tmp_path):
-    from recfunnel.artifacts import ArtifactError
+def test_build_ctr_names_the_valid_families(ctr_slice: Slice):
+    res = fit(_quick("fm"), ctr_slice.dataset, ctr_slice.split, evaluate=False)
+    with pytest.raises(ConfigError, match="unknown CTR model 'mf'; valid: autoint, dcnv2"):
+        build_ctr("mf", res.schema)
 
-    _, schema, _ = ctr_slice
-    path = save_ctr(build_ctr("fm", schema, {}), tmp_path / "fm")
-    weights = path / "weights.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
-    with pytest.raises(ArtifactError, match="corrupt"):
-        load_ctr(path)
-    with pytest.raises(TypeError, match="Recommender.save"):
-        save_ctr(torch.nn.Linear(2, 2), tmp_path / "x")
-    from recfunnel.artifacts import save_artifact
 
-    other = save_artifact(tmp_path / "mf", family="mf", config={"model": {}}, tensors={}, vocabs={})
-    with pytest.raises(ArtifactError, match="not a CTR ranker"):
-        load_ctr(other)
+def _quick(family: str, **params) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "model": {"name": family, "params": params},
+            "split": {"method": "temporal"},
+            "train": {"epochs": 1, "batch_size": 256, "progress": False},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "damaged"),
+    [("fm", {"embedding_dim": 4}, "weights.safetensors"), ("lightgbm", {"max_rounds": 3}, "lightgbm.txt")],
+)
+def test_a_damaged_artifact_is_refused_naming_the_file(ctr_slice: Slice, tmp_path, family, params, damaged):
+    res = fit(_quick(family, **params), ctr_slice.dataset, ctr_slice.split, evaluate=False)
+    path = save_fit(res, tmp_path / family)
+    target = path / damaged
+    data = target.read_bytes()
+    target.write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
+    with pytest.raises(ArtifactError, match=rf"{damaged.replace('.', '[.]')} is corrupt"):
+        load_model(path)
+
+
+def test_a_field_artifact_is_refused_for_another_dataset(ctr_slice: Slice, tmp_path):
+    from recfunnel.recommender import Recommender
+
+    res = fit(_quick("lr"), ctr_slice.dataset, ctr_slice.split, evaluate=False)
+    path = save_fit(res, tmp_path / "lr")
+    other = ctr_slice.dataset.subset(np.arange(len(ctr_slice.dataset.interactions) - 1))
+    with pytest.raises(ValueError, match="fingerprints differ"):
+        Recommender.load(path, dataset=other)
+
+
+def test_a_field_family_needs_the_dataset_to_score_candidates(ctr_slice: Slice):
+    res = fit(_quick("lr"), ctr_slice.dataset, ctr_slice.split, evaluate=False)
+    with pytest.raises(ValueError, match="give the dataset"):
+        candidate_scorer(res.model)
+
+
+# ---- learning on real data ----------------------------------------------------------------------
+#: a constant scorer has AUC 0.5; LR gets ~0.66-0.69 on the real slice
+REAL_MIN_AUC = 0.62
+REAL_TRAIN = {"epochs": 2, "batch_size": 512, "lr": 3e-3, "patience": 0, "progress": False}
+#: family -> (params, train overrides, whether it must beat LR: the deep models with an MLP do)
+REAL_FAMILIES: dict[str, tuple[dict, dict, bool]] = {
+    "lr": ({}, {"lr": 1e-2}, False),
+    "fm": ({}, {}, False),
+    "widedeep": ({"embedding_dim": 8, "hidden": (32, 16)}, {}, True),
+    "deepfm": ({"hidden": (32, 32)}, {}, True),
+    "autoint": ({"embedding_dim": 8, "layers": 2, "attention_dim": 8}, {}, False),
+    "dcnv2": ({"hidden": (32,), "cross_layers": 2}, {}, True),
+    "dlrm": ({"bottom": (16,), "top": (32,)}, {"epochs": 3}, True),
+    "lightgbm": ({"max_rounds": 60, "num_threads": 1}, {}, False),
+}
+
+
+@pytest.fixture(scope="module")
+def real_ctr_slice() -> Slice:
+    if not has_dataset("ml-100k"):
+        pytest.skip("learning is checked on real data: ml-100k not under the data root (RECFUNNEL_DATA)")
+    full = load_dataset("ml-100k")
+    ints = full.interactions
+    order = np.lexsort((ints.order, ints.timestamp))
+    ds = replace(full, interactions=ints.take(np.sort(order[: len(order) // 5])))
+    return Slice(ds, temporal(ds))
+
+
+def _real_auc(data: Slice, family: str) -> float:
+    params, train, _ = REAL_FAMILIES[family]
+    cfg = RunConfig().updated(
+        {
+            "model": {"name": family, "params": params},
+            "split": {"method": "temporal"},
+            "train": {**REAL_TRAIN, **train},
+        }
+    )
+    return fit(cfg, data.dataset, data.split).results[0].metrics["auc"]
+
+
+@pytest.fixture(scope="module")
+def real_lr_auc(real_ctr_slice: Slice) -> float:
+    return _real_auc(real_ctr_slice, "lr")
+
+
+@pytest.mark.parametrize("family", list(REAL_FAMILIES))
+def test_learns_on_a_small_real_slice(real_ctr_slice: Slice, real_lr_auc: float, family):
+    auc = real_lr_auc if family == "lr" else _real_auc(real_ctr_slice, family)
+    assert auc > REAL_MIN_AUC, f"{family}: test AUC {auc:.4f} (LR {real_lr_auc:.4f})"
+    if REAL_FAMILIES[family][2]:
+        assert auc > real_lr_auc, f"{family}: test AUC {auc:.4f} (LR {real_lr_auc:.4f})"
