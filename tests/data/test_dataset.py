@@ -120,6 +120,15 @@ def test_positive_threshold_on_data_without_ratings_raises_a_data_error():
         ds.with_positive_threshold(4)
 
 
+def test_positive_threshold_that_removes_every_row_is_a_data_error_saying_why(rated):
+    # fails before issue 11: an empty dataset went on to training and evaluation
+    with pytest.raises(DataError) as e:
+        rated.with_positive_threshold(6)
+    msg = str(e.value)
+    assert "the rating threshold 6 removes every interaction of dataset 'rated'" in msg
+    assert "its ratings run from 1 to 5" in msg and "expected a threshold of at most 5" in msg
+
+
 def test_matrix_binary_counts_each_pair_once_and_weight_sums_repeats(rated):
     u, i = rated.users.index, rated.items.index
     binary = rated.user_items("binary")

@@ -1,5 +1,6 @@
 """Readers: every supported format from small files in tmp_path, every bad-input error, real data."""
 
+import csv
 import re
 from pathlib import Path
 
@@ -330,7 +331,7 @@ def test_parquet_columns_by_position(tmp_path):
 def test_csv_round_trip_keeps_every_row_in_order(tmp_path_factory, data):
     p = tmp_path_factory.mktemp("rt") / "r.csv"
     p.write_text("user,item,rating\n" + "".join(f"{u},{i},{r!r}\n" for u, i, r in data))
-    ds = read_table(csv_mapping(p))
+    ds = read_table(csv_mapping(p, duplicates="keep"))
     assert [(u, i) for u, i, _ in rows(ds, "rating")] == [(str(u), i) for u, i, _ in data]
     np.testing.assert_allclose(ds.interactions.rating, np.array([r for *_, r in data], np.float32))
 
@@ -359,10 +360,69 @@ def test_line_with_wrong_field_count_names_first_bad_line_and_expected_columns(t
     assert e.value.line == 3
 
 
-def test_field_count_error_hints_at_quoted_separators(tmp_path):
-    p = write(tmp_path / "r.csv", 'user,item\n1,"a,b"\n')
-    with pytest.raises(DataError, match="quoted fields holding the separator are not supported"):
-        read_table(ColumnMapping(path=p, user="user", item="item"))
+def test_quoted_fields_may_hold_the_separator_quotes_and_line_breaks(tmp_path):
+    # fails before issue 11: the separator inside "Smith, John" split the field
+    p = write(
+        tmp_path / "r.csv", 'user,item,rating\n"Smith, John",a,4\n"O""Brien",b,3\n"x\ny",c,"5"\nz,d,1\n'
+    )
+    ds = read_table(csv_mapping(p))
+    assert rows(ds, "rating") == [
+        ("Smith, John", "a", 4.0),
+        ('O"Brien', "b", 3.0),
+        ("x\ny", "c", 5.0),
+        ("z", "d", 1.0),
+    ]
+
+
+ID_TEXT = st.text(alphabet='ab1 ,"\n\t;', min_size=1, max_size=5).filter(lambda t: t.strip() != "")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(ID_TEXT, ID_TEXT, st.floats(-100, 100)), min_size=1, max_size=12),
+    st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]),
+)
+def test_what_the_csv_module_writes_is_read_back(tmp_path_factory, data, quoting):
+    # each quoting path (whole-field quotes, quoted separators, fields over line ends) agrees
+    p = tmp_path_factory.mktemp("q") / "r.csv"
+    with p.open("w", newline="") as f:
+        w = csv.writer(f, quoting=quoting, lineterminator="\n")
+        w.writerow(["user", "item", "rating"])
+        w.writerows(data)
+    ds = read_table(csv_mapping(p, duplicates="keep"))
+    assert [(u, i) for u, i, _ in rows(ds, "rating")] == [(u.strip(), i.strip()) for u, i, _ in data]
+    np.testing.assert_allclose(ds.interactions.rating, np.array([r for *_, r in data], np.float32))
+
+
+def test_errors_after_a_multi_line_quoted_field_name_the_physical_line(tmp_path):
+    p = write(tmp_path / "r.csv", 'user,item,rating\n"a\nb",x,4\nc,y,four\n')
+    with pytest.raises(DataError) as e:
+        read_table(csv_mapping(p))
+    assert (e.value.line, e.value.column, e.value.value) == (4, "rating", "four")
+
+
+def test_quoted_field_with_a_wrong_field_count_names_its_line(tmp_path):
+    p = write(tmp_path / "r.csv", 'user,item,rating\n"Smith, John",a,4\n"Doe, Jane",b\n')
+    with pytest.raises(DataError, match=re.escape(f"{p}:3: line 3 has 2 fields, expected 3")):
+        read_table(csv_mapping(p))
+
+
+@pytest.mark.parametrize(
+    "body, line",
+    [('1,"unterminated,4\n2,b,3\n', 2), ('1,a,4\n"x"y,b,3\n', 3)],
+    ids=["unterminated quote", "text after a closing quote"],
+)
+def test_malformed_quoting_is_a_data_error_naming_the_line(tmp_path, body, line):
+    p = write(tmp_path / "r.csv", "user,item,rating\n" + body)
+    with pytest.raises(DataError, match="malformed quoted field") as e:
+        read_table(csv_mapping(p))
+    assert e.value.line == line and e.value.path == p
+
+
+def test_a_multi_character_separator_says_quoted_separators_need_a_one_character_one(tmp_path):
+    p = write(tmp_path / "r.dat", 'user::item\n1::"a::b"\n')
+    with pytest.raises(DataError, match="read only with a one-character separator"):
+        read_table(ColumnMapping(path=p, sep="::", user="user", item="item"))
 
 
 def test_non_numeric_rating_names_line_column_value_and_expectation(tmp_path):
@@ -593,3 +653,73 @@ def test_parquet_categorical_ids_and_string_dates_with_timestamp_format(tmp_path
     ).write_parquet(p)
     ds = read_table(ColumnMapping(path=p, user="u", item="i", timestamp="day", timestamp_format="%Y-%m-%d"))
     assert rows(ds, "timestamp") == [("b", "2", 86400), ("a", "1", 0)]
+
+
+# ------------------------------------------------------------------------------------------
+# Weights and compressed files (issue 11; each failed before)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["-2", "0", "0.0"])
+def test_a_weight_of_zero_or_below_names_file_line_and_column(tmp_path, bad):
+    p = write(tmp_path / "plays.csv", f"user,item,plays\na,x,3\na,y,{bad}\n")
+    with pytest.raises(DataError) as e:
+        read_table(ColumnMapping(path=p, user="user", item="item", weight="plays"))
+    assert (e.value.path, e.value.line, e.value.column, e.value.value) == (p, 3, "plays", bad)
+    assert "weight is not positive" in str(e.value) and "a weight > 0" in str(e.value)
+
+
+def test_a_parquet_weight_of_zero_or_below_names_the_row(tmp_path):
+    p = tmp_path / "r.parquet"
+    pl.DataFrame({"u": [1, 2], "i": [1, 1], "w": [1.5, -1.0]}).write_parquet(p)
+    with pytest.raises(DataError, match=r"\(column 'w'\): row 2: weight is not positive"):
+        read_table(ColumnMapping(path=p, user="u", item="i", weight="w"))
+
+
+def _compress(kind: str, data: bytes) -> bytes:
+    import bz2
+    import gzip
+    import lzma
+
+    import pyarrow as pa
+
+    if kind == "gz":
+        return gzip.compress(data)
+    if kind == "bz2":
+        return bz2.compress(data)
+    if kind == "xz":
+        return lzma.compress(data)
+    return pa.Codec("zstd").compress(data, asbytes=True)
+
+
+@pytest.mark.parametrize("kind", ["gz", "zst", "bz2", "xz"])
+@pytest.mark.parametrize("fmt, sep", [("csv", ","), ("tsv", "\t")])
+def test_compressed_text_files_are_read_directly(tmp_path, kind, fmt, sep):
+    p = tmp_path / f"plays.{fmt}.{kind}"
+    p.write_bytes(_compress(kind, f"user{sep}item{sep}rating\n1{sep}a{sep}4\n2{sep}b{sep}3\n".encode()))
+    m = csv_mapping(p)
+    assert m.resolved_format == fmt and m.dataset_name == "plays"
+    ds = read_table(m)
+    assert ds.name == "plays"
+    assert rows(ds, "rating") == [("1", "a", 4.0), ("2", "b", 3.0)]
+
+
+def test_a_truncated_gzip_file_is_a_data_error_saying_so(tmp_path):
+    p = tmp_path / "r.csv.gz"
+    p.write_bytes(_compress("gz", b"user,item\n" + b"1,2\n" * 1000)[:40])
+    with pytest.raises(DataError, match=re.escape(f"{p}: not a readable gzip file")):
+        read_table(ColumnMapping(path=p, user="user", item="item"))
+
+
+def test_compressed_sequence_files_load_by_path(tmp_path):
+    p = tmp_path / "Games.txt.gz"
+    p.write_bytes(_compress("gz", b"1 5\n1 3\n"))
+    ds = load_dataset(str(p))
+    assert ds.name == "Games" and len(ds.interactions) == 2
+
+
+def test_utf16_text_says_it_is_utf16(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_bytes("user,item\n1,2\n".encode("utf-16"))
+    with pytest.raises(DataError, match="text is UTF-16"):
+        read_table(ColumnMapping(path=p, user="user", item="item"))

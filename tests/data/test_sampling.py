@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from recfunnel.data.errors import DataError
-from recfunnel.data.sampling import PositiveSet, sample_negatives
+from recfunnel.data.sampling import PositiveSet, sample_distinct_negatives, sample_negatives
 
 
 @st.composite
@@ -105,3 +105,66 @@ def test_duplicate_positive_pairs_count_once_toward_a_full_user():
     pos = PositiveSet(np.array([0, 0, 0]), np.array([0, 0, 1]), 1, 3)
     out = sample_negatives(np.zeros(10, np.int64), 4, pos, np.random.default_rng(0))
     assert (out == 2).all()
+
+
+# ------------------------------------------------------------------------------------------
+# distinct negatives (sampled evaluation; issue 11: the draws repeated items)
+# ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(positive_sets(), st.integers(1, 8), st.integers(0, 2**32 - 1))
+def test_distinct_negatives_are_distinct_per_row_never_positive_and_keep_the_draws_without_repeats(
+    data, k, seed
+):
+    n_users, n_items, users, items = data
+    pos = PositiveSet(users, items, n_users, n_items)
+    reference = set(zip(users.tolist(), items.tolist(), strict=True))
+    query = np.repeat(np.arange(n_users), 2)
+    free = n_items - pos.counts[query]
+    if (free < k).any():
+        with pytest.raises(DataError, match=f"eval_negatives <= {int(free.min())}"):
+            sample_distinct_negatives(query, k, pos, np.random.default_rng(seed))
+        return
+    out = sample_distinct_negatives(query, k, pos, np.random.default_rng(seed))
+    assert out.shape == (len(query), k) and out.dtype == np.int64
+    for u, row in zip(query.tolist(), out.tolist(), strict=True):
+        assert len(set(row)) == k
+        assert not any((u, i) in reference for i in row)
+    if (2 * k <= free).all():  # the draw with replacement, its repeats redrawn
+        rng = np.random.default_rng(seed)
+        old = sample_negatives(query, k, pos, rng)
+        for a, b in zip(old.tolist(), out.tolist(), strict=True):
+            firsts = sorted({v: j for j, v in reversed(list(enumerate(a)))}.values())
+            assert [b[j] for j in firsts] == [a[j] for j in firsts]  # first occurrences stay
+        assert rng.integers(1 << 30) == _next_draw(query, k, pos, seed)  # rng advanced identically
+
+
+def _next_draw(query, k, pos, seed):
+    rng = np.random.default_rng(seed)
+    sample_distinct_negatives(query, k, pos, rng)
+    return rng.integers(1 << 30)
+
+
+@pytest.mark.parametrize("k", [5, 40])  # 40 of 50 free items: drawn from a random order of them
+def test_distinct_negatives_are_uniform_over_the_free_items(k):
+    n_items = 56
+    positives = np.array([0, 3, 4, 5, 17, 29])
+    pos = PositiveSet(np.zeros(len(positives), np.int64), positives, 1, n_items)
+    draws = sample_distinct_negatives(np.zeros(3000, np.int64), k, pos, np.random.default_rng(1))
+    assert all(len(set(r)) == k for r in draws[:50].tolist())
+    counts = np.bincount(draws.ravel(), minlength=n_items)
+    assert counts[positives].sum() == 0
+    allowed = np.setdiff1d(np.arange(n_items), positives)
+    assert chisquare(counts[allowed]).pvalue > 1e-3
+
+
+def test_a_catalogue_too_small_for_n_distinct_negatives_says_how_many_are_available():
+    # the issue's case: a 3-item catalogue gave "sampled-99" against 99 copies of one item
+    pos = PositiveSet(np.array([0, 1]), np.array([0, 2]), 2, 3)
+    with pytest.raises(DataError) as e:
+        sample_distinct_negatives(np.array([0, 1]), 99, pos, np.random.default_rng(0))
+    msg = str(e.value)
+    assert "2 of 2 users have fewer than 99 items they never interacted with" in msg
+    assert "a catalogue of 3" in msg
+    assert "eval_negatives <= 2, or the full protocol" in msg

@@ -318,3 +318,51 @@ def test_loading_a_split_of_an_unknown_format_version_is_a_data_error(tmp_path):
     np.savez(p, train=z, valid=z, test=z, meta=np.frombuffer(meta, dtype=np.uint8))
     with pytest.raises(DataError, match="format"):
         Split.load(p)
+
+
+# ------------------------------------------------------------------------------------------
+# issue 11: distinct negatives, data too small to split
+# ------------------------------------------------------------------------------------------
+
+
+def test_with_negatives_never_repeats_an_item_for_a_user(ml100k, loo_negs):
+    for part in ("valid", "test"):
+        negs = loo_negs.negatives[part]
+        assert (np.sort(negs, axis=1)[:, 1:] != np.sort(negs, axis=1)[:, :-1]).all()
+
+
+def test_with_negatives_on_a_catalogue_too_small_refuses_and_names_the_limit():
+    ds = tiny([(1, 1, 0), (1, 2, 1), (1, 3, 2), (2, 1, 0), (2, 2, 1)])
+    split = leave_one_out(ds)
+    with pytest.raises(DataError, match=r"eval_negatives <= 0, or the full protocol"):
+        split.with_negatives(ds, n=99)
+    ds = tiny([(1, 1, 0), (1, 2, 1), (2, 1, 0), (2, 2, 1), (3, 3, 0), (3, 4, 1), (3, 5, 2)])
+    assert leave_one_out(ds).with_negatives(ds, n=2).negatives["test"].shape == (3, 2)
+    with pytest.raises(DataError, match=r"eval_negatives <= 2"):
+        leave_one_out(ds).with_negatives(ds, n=3)
+
+
+def test_ratio_on_a_four_row_file_says_the_test_part_is_empty_and_why():
+    # fails before: the empty test part ended in KeyError: 'hr@5' downstream
+    ds = tiny([(1, 1, 0), (1, 2, 1), (2, 1, 2), (2, 3, 3)])
+    with pytest.raises(DataError) as e:
+        ratio(ds)
+    msg = str(e.value)
+    assert "leaves the test part empty on dataset 'tiny' (4 interactions, 2 users)" in msg
+    assert "floor(0.1 x their interaction count)" in msg and "the most any user has is 2" in msg
+    assert "at least 10 are needed" in msg
+
+
+def test_leave_one_out_with_one_interaction_per_user_says_the_test_part_is_empty():
+    ds = tiny([(1, 1, 0), (2, 1, 1), (3, 2, 2)])
+    for split in (leave_one_out, random_holdout):
+        with pytest.raises(DataError, match="leaves the test part empty.*no user has 2 or more interactions"):
+            split(ds)
+
+
+def test_temporal_on_too_few_rows_names_the_rounded_part_sizes():
+    ds = tiny([(1, 1, 0), (1, 2, 1), (2, 1, 2), (2, 3, 3)])
+    with pytest.raises(DataError, match=r"test part empty.*round to train 3, valid 1, test 0"):
+        temporal(ds)
+    with pytest.raises(DataError, match=r"train part empty"):
+        temporal(ds, (0.0, 0.5, 0.5))

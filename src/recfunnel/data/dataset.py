@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -14,6 +14,11 @@ import scipy.sparse as sp
 
 from recfunnel.data.errors import DataError
 from recfunnel.data.vocab import Vocab
+
+#: What to do with rows repeating an earlier (user, item) pair: "aggregate" them into one row,
+#: "refuse" the data, or "keep" every row (sequence and session logs, where a repeat is an event).
+DuplicatePolicy = Literal["aggregate", "refuse", "keep"]
+DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
 
 
 def _frozen(a: np.ndarray | None, dtype: type) -> np.ndarray | None:
@@ -173,11 +178,94 @@ class Dataset:
                 f"dataset {self.name!r} has no rating column, so a rating threshold cannot apply",
                 expected="a column mapping that names the rating column",
             )
-        keep = self.interactions.rating >= threshold
+        ratings = self.interactions.rating
+        keep = ratings >= threshold
+        if not keep.any():
+            low, high = (float(ratings.min()), float(ratings.max())) if len(ratings) else (None, None)
+            span = f"its ratings run from {low:g} to {high:g}" if len(ratings) else "it has no interactions"
+            raise DataError(
+                f"the rating threshold {threshold:g} removes every interaction of dataset {self.name!r}: "
+                f"{span}, so no positive would be left to train or evaluate on",
+                path=self.source or None,
+                expected=f"a threshold of at most {high:g}"
+                if len(ratings)
+                else "a dataset with interactions",
+            )
         note = f"rating >= {threshold}: kept {int(keep.sum())} of {len(keep)} interactions as positives"
         return replace(
             self, interactions=self.interactions.take(np.flatnonzero(keep)), notes=self.notes + (note,)
         )
+
+    def repeated_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows repeating an earlier (user, item) pair: (rows, the first row of each one's pair),
+        both int64 [n_repeats] in row (file) order."""
+        key = self.interactions.user * np.int64(self.n_items) + self.interactions.item
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        first_of = first[inverse.reshape(-1)]
+        rows = np.flatnonzero(first_of != np.arange(len(key)))
+        return rows, first_of[rows]
+
+    def deduplicated(self, policy: DuplicatePolicy = "aggregate", lines: np.ndarray | None = None) -> Dataset:
+        """Apply a duplicate policy to rows repeating an earlier (user, item) pair.
+
+        "aggregate": one row per pair, at the place of its latest event (latest timestamp, ties
+        and data without time by file order), keeping that event's timestamp and rating; weights
+        are summed (rows without a weight column count 1 each, and the sums become the weight
+        column). "refuse": a DataError naming the first repeating row. "keep": every row stays.
+        Where a pair repeats, a note says what was done; otherwise the dataset is returned as is.
+
+        lines: int64 [n] the source line of each row, for the refusal (default: the row's
+        1-based position among the data rows).
+        """
+        if policy not in DUPLICATE_POLICIES:
+            raise ValueError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}; got {policy!r}")
+        rows, firsts = self.repeated_rows()
+        if not len(rows):
+            return self
+        ints = self.interactions
+        pairs = len(np.unique(firsts))
+        if policy == "keep":
+            return self.with_notes(
+                [
+                    f"duplicates kept: {len(rows)} rows repeat an earlier (user, item) pair ({pairs} pairs); "
+                    "in a sequence or session log a repeat is a new event"
+                ]
+            )
+        if policy == "refuse":
+            r, f = int(rows[0]), int(firsts[0])
+            where = (lambda i: int(lines[i])) if lines is not None else (lambda i: i + 1)
+            what = "line" if lines is not None else "data row"
+            raise DataError(
+                f"user {self.users.ids[ints.user[r]]!r} and item {self.items.ids[ints.item[r]]!r} appear "
+                f"again (first on {what} {where(f)}); {len(rows)} rows repeat an earlier pair",
+                path=self.source or None,
+                line=where(r) if lines is not None else None,
+                expected="one row per (user, item) pair (duplicates='aggregate' merges them, "
+                "duplicates='keep' keeps repeats as events)",
+            )
+        key = ints.user * np.int64(self.n_items) + ints.item
+        time = ints.timestamp if ints.timestamp is not None else np.zeros(len(key), np.int64)
+        by_pair = np.lexsort((ints.order, time, key))  # within a pair: the latest event last
+        last = np.r_[key[by_pair][1:] != key[by_pair][:-1], True]
+        kept = np.sort(by_pair[last])
+        _, inverse = np.unique(key, return_inverse=True)
+        weight = ints.weight if ints.weight is not None else np.ones(len(key), np.float32)
+        sums = np.bincount(inverse.reshape(-1), weights=weight.astype(np.float64))
+        merged = Interactions(
+            ints.user[kept],
+            ints.item[kept],
+            None if ints.timestamp is None else ints.timestamp[kept],
+            None if ints.rating is None else ints.rating[kept],
+            sums[inverse.reshape(-1)[kept]].astype(np.float32),
+            ints.order[kept],
+        )
+        summed = "weights summed" if ints.weight is not None else "a weight column of row counts added"
+        note = (
+            f"duplicates aggregated: {len(rows)} rows repeating an earlier (user, item) pair were merged "
+            f"({len(key)} rows -> {len(kept)}, {pairs} pairs affected); {summed}, the latest timestamp "
+            "and its rating kept"
+        )
+        return replace(self, interactions=merged, notes=self.notes + (note,))
 
     def subset(self, rows: np.ndarray, name: str | None = None, note: str | None = None) -> Dataset:
         """A new dataset of the interaction `rows` (file order kept) whose vocabularies hold only

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from recfunnel.data.dataset import Dataset, build_dataset
+from recfunnel.data.dataset import Dataset, DuplicatePolicy, build_dataset
 from recfunnel.data.errors import DataError
 from recfunnel.data.fields.declare import Categorical, FieldSpec, ItemHistory, MultiHot, Numeric
 from recfunnel.data.text_table import (
@@ -82,9 +83,10 @@ def _title_year(title: pl.Expr) -> pl.Expr:
 _RATING_NAMES = ("user", "item", "rating", "timestamp")
 
 
-def _read_ratings(path: Path, sep: str) -> pl.DataFrame:
+def _read_ratings(path: Path, sep: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """The ratings, and the line of each."""
     split = split_text(path, sep=sep, names=_RATING_NAMES)
-    return collect(
+    frame = collect(
         {
             "user": text_ids(split, 0, "user", "user"),
             "item": text_ids(split, 1, "item", "item"),
@@ -92,6 +94,7 @@ def _read_ratings(path: Path, sep: str) -> pl.DataFrame:
             "timestamp": text_timestamps(split, 3, "timestamp", None),
         }
     )
+    return frame, split.line_numbers
 
 
 def _require_folder(folder: Path, must_hold: str) -> Path:
@@ -174,15 +177,17 @@ def _users_table(split: TextTable, cols: dict[str, int]) -> pl.DataFrame:
     return users
 
 
-def read_ml100k(folder: Path, name: str = "ml-100k") -> Dataset:
+def read_ml100k(folder: Path, name: str = "ml-100k", duplicates: DuplicatePolicy = "aggregate") -> Dataset:
     """The MovieLens 100K release folder: u.data (required), u.item, u.user, u.genre.
 
     item_features: id, title, release_date (str or null), year (int or null: the release date's
     year, else the title's), genres (list[str]). user_features: id, age, gender, occupation, zip.
     Blank lines in the metadata files (the release has some) are skipped and listed in the notes.
+    `duplicates`: rows repeating a (user, item) pair, see :meth:`Dataset.deduplicated` (the
+    release has none).
     """
     folder = _require_folder(folder, "u.data")
-    frame = _read_ratings(folder / "u.data", "\t")
+    frame, lines = _read_ratings(folder / "u.data", "\t")
     notes: list[str] = []
     items = users = None
     if (folder / "u.item").exists():
@@ -206,16 +211,16 @@ def read_ml100k(folder: Path, name: str = "ml-100k") -> Dataset:
     frame, items = _same_id_dtype(frame, "item", items)
     frame, users = _same_id_dtype(frame, "user", users)
     ds = build_dataset(name, frame, user_features=users, item_features=items, source=folder)
-    return ds.with_notes(notes)
+    return ds.with_notes(notes).deduplicated(duplicates, lines=lines)
 
 
-def read_ml1m(folder: Path, name: str = "ml-1m") -> Dataset:
+def read_ml1m(folder: Path, name: str = "ml-1m", duplicates: DuplicatePolicy = "aggregate") -> Dataset:
     """The MovieLens 1M release folder (``::``-separated): ratings.dat (required), movies.dat,
     users.dat. Same feature schema as :func:`read_ml100k` (release_date is null: the release has
     none; year comes from the "(1995)" ending the title; occupation is the release's int code,
     kept as a string)."""
     folder = _require_folder(folder, "ratings.dat")
-    frame = _read_ratings(folder / "ratings.dat", "::")
+    frame, lines = _read_ratings(folder / "ratings.dat", "::")
     notes: list[str] = []
     items = users = None
     if (folder / "movies.dat").exists():
@@ -249,7 +254,7 @@ def read_ml1m(folder: Path, name: str = "ml-1m") -> Dataset:
     frame, items = _same_id_dtype(frame, "item", items)
     frame, users = _same_id_dtype(frame, "user", users)
     ds = build_dataset(name, frame, user_features=users, item_features=items, source=folder)
-    return ds.with_notes(notes)
+    return ds.with_notes(notes).deduplicated(duplicates, lines=lines)
 
 
 # --------------------------------------------------------------------------------------------

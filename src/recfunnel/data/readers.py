@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from recfunnel.data.dataset import Dataset
+from recfunnel.data.dataset import Dataset, DuplicatePolicy
 from recfunnel.data.errors import DataError
 from recfunnel.data.movielens import ML100K_GENRES, read_ml1m, read_ml100k
 from recfunnel.data.schema import ColumnMapping
 from recfunnel.data.seqfiles import SEQUENCE_NOTE, read_sequences
 from recfunnel.data.tables import read_table
-from recfunnel.data.text_table import listing, not_found
+from recfunnel.data.text_table import COMPRESSED_SUFFIXES, listing, not_found
 from recfunnel.settings import data_root as _data_root
 from recfunnel.settings import dataset_dir
 
@@ -40,11 +40,11 @@ __all__ = [
 load_dataset_from_mapping = read_table
 
 
-def _amazon_video(folder: Path) -> Dataset:
-    return read_sequences(Path(folder) / "Video.txt", name="amazon-video-seq")
+def _amazon_video(folder: Path, duplicates: DuplicatePolicy = "keep") -> Dataset:
+    return read_sequences(Path(folder) / "Video.txt", name="amazon-video-seq", duplicates=duplicates)
 
 
-def _diginetica(folder: Path) -> Dataset:
+def _diginetica(folder: Path, duplicates: DuplicatePolicy = "keep") -> Dataset:
     mapping = ColumnMapping(
         path=Path(folder) / "sample_train-item-views.csv",
         sep=";",
@@ -52,6 +52,7 @@ def _diginetica(folder: Path) -> Dataset:
         item="item_id",
         timestamp="timeframe",
         name="diginetica-sample",
+        duplicates=duplicates,  # a session viewing an item again is a new event
     )
     ds = read_table(mapping)
     return ds.with_notes(
@@ -62,8 +63,11 @@ def _diginetica(folder: Path) -> Dataset:
     )
 
 
-#: Named datasets under the data root: name -> reader of that dataset's folder.
-DATASETS: dict[str, Callable[[Path], Dataset]] = {
+#: Named datasets under the data root: name -> reader of that dataset's folder, called as
+#: ``reader(folder)`` or ``reader(folder, duplicates=policy)``. Their own duplicate policies:
+#: MovieLens aggregates (the releases have no repeated pair); the sequence and session logs keep
+#: repeats, which are events there.
+DATASETS: dict[str, Callable[..., Dataset]] = {
     "ml-100k": read_ml100k,
     "ml-1m": read_ml1m,
     "amazon-video-seq": _amazon_video,
@@ -73,12 +77,12 @@ DATASETS: dict[str, Callable[[Path], Dataset]] = {
 _LAYOUTS = "an ml-100k folder (u.data), an ml-1m folder (ratings.dat) or a sequence .txt file"
 
 
-def _load_path(path: Path) -> Dataset:
+def _load_path(path: Path, policy: dict[str, DuplicatePolicy]) -> Dataset:
     if path.is_dir():
         if (path / "u.data").is_file():
-            return read_ml100k(path)
+            return read_ml100k(path, **policy)
         if (path / "ratings.dat").is_file():
-            return read_ml1m(path)
+            return read_ml1m(path, **policy)
         raise DataError(
             f"cannot tell the dataset layout of this folder; it holds: {listing(path)}",
             path=path,
@@ -86,8 +90,9 @@ def _load_path(path: Path) -> Dataset:
         )
     if not path.exists():
         raise not_found(path)
-    if path.suffix.lower() == ".txt":
-        return read_sequences(path)
+    suffixes = [x.lower() for x in path.suffixes[-2:]]
+    if suffixes[-1:] == [".txt"] or (suffixes[:1] == [".txt"] and suffixes[-1] in COMPRESSED_SUFFIXES):
+        return read_sequences(path, **policy)
     raise DataError(
         "cannot tell the format of this file",
         path=path,
@@ -95,19 +100,27 @@ def _load_path(path: Path) -> Dataset:
     )
 
 
-def load_dataset(name: str, data_root: str | Path | None = None) -> Dataset:
+def load_dataset(
+    name: str, data_root: str | Path | None = None, duplicates: DuplicatePolicy | None = None
+) -> Dataset:
     """A dataset by registry name (its folder under the data root, see :mod:`recfunnel.settings`),
-    or by path: an ml-100k folder (u.data), an ml-1m folder (ratings.dat) or a sequence .txt file."""
+    or by path: an ml-100k folder (u.data), an ml-1m folder (ratings.dat) or a sequence .txt file
+    (optionally .txt.gz / .txt.zst).
+
+    duplicates: what to do with rows repeating a (user, item) pair ("aggregate", "refuse",
+    "keep"; see :meth:`~recfunnel.data.dataset.Dataset.deduplicated`); None: the dataset's own
+    policy (MovieLens aggregates, sequence and session logs keep repeats)."""
+    policy = {} if duplicates is None else {"duplicates": duplicates}
     if name in DATASETS:
         try:
             folder = dataset_dir(name, data_root)
         except FileNotFoundError as e:
             raise DataError(str(e), path=_data_root(data_root) / name) from None
-        return DATASETS[name](folder)
+        return DATASETS[name](folder, **policy)
     path = Path(name).expanduser()
     looks_like_path = any(c in name for c in "/\\~") or name.startswith(".") or path.suffix != ""
     if path.exists() or looks_like_path:
-        return _load_path(path)
+        return _load_path(path, policy)
     raise DataError(
         f"unknown dataset {name!r}", expected=f"one of {', '.join(sorted(DATASETS))}, or a path to {_LAYOUTS}"
     )

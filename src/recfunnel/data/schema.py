@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from recfunnel.data.dataset import DuplicatePolicy
+from recfunnel.data.text_table import COMPRESSED_SUFFIXES  # read directly: r.csv.gz is a csv file "r"
+
 #: A column named by its header name, or by its 0-based position (the only choice without a header).
 ColumnRef = str | int
 
@@ -18,15 +21,17 @@ TSV_SUFFIXES = (".tsv", ".tab")
 class ColumnMapping(BaseModel):
     """Where the user, item and optional rating / timestamp / weight live in one interaction file.
 
-    Text files (CSV/TSV, any separator) are split on `sep` without quote handling: a field wholly
-    wrapped in double quotes is unquoted, but a separator inside a field is read as a separator.
+    Text files (CSV/TSV) with a one-character separator are read as real CSV: a field in double
+    quotes may hold the separator ("Smith, John"), a line break, or a doubled quote. With a longer
+    separator such as "::" a field wholly wrapped in double quotes is unquoted, but a separator
+    inside it is read as a separator. Text files may be compressed (.gz, .zst, .bz2, .xz).
     Parquet files are read by column name (or position in the file's schema).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     path: Path
-    """The interaction file (CSV, TSV or other delimited text, or Parquet)."""
+    """The interaction file (CSV, TSV or other delimited text, optionally compressed, or Parquet)."""
 
     format: Literal["auto", "csv", "tsv", "parquet"] = "auto"
     """File format. "auto" decides by suffix: .parquet/.pq -> parquet, .tsv/.tab -> tsv, else csv."""
@@ -53,7 +58,9 @@ class ColumnMapping(BaseModel):
     `timestamp_format`."""
 
     weight: ColumnRef | None = None
-    """Optional column with an implicit-feedback strength such as a play count (read as a float)."""
+    """Optional column with an implicit-feedback strength such as a play count (read as a float;
+    every weight must be > 0: a row of weight 0 would still count as an interaction for models
+    that ignore weights)."""
 
     timestamp_format: str | None = None
     """None: the timestamp column holds integer unix seconds. Otherwise a strptime format (for
@@ -64,6 +71,13 @@ class ColumnMapping(BaseModel):
 
     name: str | None = None
     """Dataset name; defaults to the file name without its suffix."""
+
+    duplicates: DuplicatePolicy = "aggregate"
+    """Rows repeating an earlier (user, item) pair. "aggregate": one row per pair, weights summed
+    (a weight column of counts is added where the file has none), the latest timestamp and its
+    rating kept, and a note says how many rows were merged. "refuse": a DataError naming the
+    first repeating line. "keep": every row stays (sequence and session logs, where a repeat is a
+    new event)."""
 
     @field_validator("user", "item", "rating", "timestamp", "weight", mode="before")
     @classmethod
@@ -109,7 +123,7 @@ class ColumnMapping(BaseModel):
         """The format actually used: `format`, or the one the suffix implies when it is "auto"."""
         if self.format != "auto":
             return self.format
-        suffix = self.path.suffix.lower()
+        suffix = self._plain_path.suffix.lower()
         if suffix in PARQUET_SUFFIXES:
             return "parquet"
         if suffix in TSV_SUFFIXES:
@@ -124,8 +138,15 @@ class ColumnMapping(BaseModel):
         return "\t" if self.resolved_format == "tsv" else ","
 
     @property
+    def _plain_path(self) -> Path:
+        """The path without a compression suffix (r.csv.gz -> r.csv)."""
+        if self.path.suffix.lower() in COMPRESSED_SUFFIXES:
+            return self.path.with_suffix("")
+        return self.path
+
+    @property
     def dataset_name(self) -> str:
-        return self.name if self.name is not None else self.path.stem
+        return self.name if self.name is not None else self._plain_path.stem
 
     @property
     def columns(self) -> dict[str, ColumnRef]:

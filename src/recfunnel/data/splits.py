@@ -18,7 +18,7 @@ import numpy as np
 from recfunnel.atomic import atomic_write_bytes
 from recfunnel.data.dataset import Dataset, Interactions
 from recfunnel.data.errors import DataError
-from recfunnel.data.sampling import PositiveSet, sample_negatives
+from recfunnel.data.sampling import PositiveSet, sample_distinct_negatives
 
 SPLIT_FORMAT = 1
 SPLITS = ("leave_one_out", "temporal", "ratio", "random_holdout")
@@ -56,15 +56,18 @@ class Split:
         return f"{self.method}({p})" if p else self.method
 
     def with_negatives(self, dataset: Dataset, n: int = 99, seed: int = 0) -> Split:
-        """Draw `n` fixed negatives per valid and test user, uniform over items the user never
-        interacted with in the whole dataset (so no held-out positive can be a negative)."""
+        """Draw `n` fixed negatives per valid and test user, distinct, uniform over items the user
+        never interacted with in the whole dataset (so no held-out positive can be a negative).
+        A DataError says so when a user has fewer than `n` such items."""
         ints = dataset.interactions
         pos = PositiveSet(ints.user, ints.item, dataset.n_users, dataset.n_items)
         rng = np.random.default_rng(seed)
         negs = {}
         for part in ("valid", "test"):
             users = self.eval_users(dataset, part)
-            negs[part] = sample_negatives(users, n, pos, rng) if len(users) else np.zeros((0, n), np.int64)
+            negs[part] = (
+                sample_distinct_negatives(users, n, pos, rng) if len(users) else np.zeros((0, n), np.int64)
+            )
         params = dict(self.params, eval_negatives=n, negatives_seed=seed)
         return Split(self.method, self.train, self.valid, self.test, self.dataset_fingerprint, params, negs)
 
@@ -134,6 +137,22 @@ class Split:
         )
 
 
+def _refuse_empty(split: Split, dataset: Dataset, why: dict[str, str]) -> Split:
+    """`split`, or a DataError when its train or test part is empty (too little data to learn from
+    or to test on); `why[part]` explains how the method came to leave that part empty."""
+    for part in ("train", "test"):
+        if len(split.rows(part)) == 0:
+            n = len(dataset.interactions)
+            raise DataError(
+                f"split {split.describe()!r} leaves the {part} part empty on dataset {dataset.name!r} "
+                f"({n} interactions, {dataset.n_users} users): {why[part]}",
+                path=dataset.source or None,
+                expected="more interactions, or another split method or fractions (a model needs a "
+                "non-empty train part and an evaluation a non-empty test part)",
+            )
+    return split
+
+
 def _per_user_positions(
     users: np.ndarray, keys: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,7 +184,7 @@ def _holdout_last(dataset: Dataset, method: str, keys: list[np.ndarray], params:
     test = (pos == count - 1) & (count >= 2)
     valid = (pos == count - 2) & (count >= 3)
     train = ~(test | valid)
-    return Split(
+    split = Split(
         method,
         np.sort(order[train]),
         np.sort(order[valid]),
@@ -173,6 +192,8 @@ def _holdout_last(dataset: Dataset, method: str, keys: list[np.ndarray], params:
         dataset.fingerprint(),
         params,
     )
+    held = "no user has 2 or more interactions, and a user's only interaction stays in train"
+    return _refuse_empty(split, dataset, {"train": "the dataset has no interactions", "test": held})
 
 
 def leave_one_out(dataset: Dataset) -> Split:
@@ -199,7 +220,7 @@ def temporal(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1
     n = len(order)
     a = int(round(fractions[0] * n))
     b = int(round((fractions[0] + fractions[1]) * n))
-    return Split(
+    split = Split(
         "temporal",
         np.sort(order[:a]),
         np.sort(order[a:b]),
@@ -207,6 +228,8 @@ def temporal(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1
         dataset.fingerprint(),
         {"fractions": list(fractions)},
     )
+    sizes = f"fractions {tuple(fractions)} of {n} rows round to train {a}, valid {b - a}, test {n - b}"
+    return _refuse_empty(split, dataset, {"train": sizes, "test": sizes})
 
 
 def ratio(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> Split:
@@ -222,7 +245,7 @@ def ratio(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1, 0
     test = pos >= count - n_test
     valid = (pos >= count - n_test - n_valid) & ~test
     train = ~(test | valid)
-    return Split(
+    split = Split(
         "ratio",
         np.sort(order[train]),
         np.sort(order[valid]),
@@ -230,6 +253,14 @@ def ratio(dataset: Dataset, fractions: tuple[float, float, float] = (0.8, 0.1, 0
         dataset.fingerprint(),
         {"fractions": list(fractions), "seed": seed},
     )
+    most = int(count.max()) if len(count) else 0
+    test_why = (
+        f"each user sends floor({fractions[2]:g} x their interaction count) rows to test, and the most "
+        f"any user has is {most}"
+        + (f" (at least {int(np.ceil(1 / fractions[2] - 1e-9))} are needed)" if fractions[2] > 0 else "")
+    )
+    train_why = f"train fraction {fractions[0]:g} leaves every user's rows to valid and test"
+    return _refuse_empty(split, dataset, {"train": train_why, "test": test_why})
 
 
 def _check_fractions(fractions: tuple[float, float, float]) -> None:

@@ -14,7 +14,11 @@ numbers. Ids with leading zeros ("007") or a sign stay strings, so "007" and "7"
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import gzip
+import lzma
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recfunnel.data.csv_quoting import MAX_SHOWN, quoted_fields
 from recfunnel.data.errors import DataError
-
-MAX_SHOWN = 200  # characters of a bad line shown in an error
 
 
 def listing(folder: Path) -> str:
@@ -46,17 +49,63 @@ def not_found(path: Path, what: str = "file") -> DataError:
     return DataError(detail, path=path)
 
 
-def read_text(path: Path, encoding: str) -> str:
-    """The file's text. encoding: "utf8", "latin1", or "auto" (UTF-8, else Latin-1)."""
+#: Compressed formats read directly: (name, magic bytes at the start of the file, file suffix).
+COMPRESSIONS = (
+    ("gzip", b"\x1f\x8b", ".gz"),
+    ("zstd", b"\x28\xb5\x2f\xfd", ".zst"),
+    ("bzip2", b"BZh", ".bz2"),
+    ("xz", b"\xfd7zXZ\x00", ".xz"),
+)
+COMPRESSED_SUFFIXES = tuple(suffix for _, _, suffix in COMPRESSIONS)
+
+
+def _decompress(name: str, data: bytes) -> bytes:
+    if name == "gzip":
+        return gzip.decompress(data)
+    if name == "bzip2":
+        return bz2.decompress(data)
+    if name == "xz":
+        return lzma.decompress(data)
+    import pyarrow as pa  # zstd: pyarrow (a dependency) has the codec, the standard library has not
+
+    return pa.input_stream(pa.py_buffer(data), compression="zstd").read()
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed when they start with a gzip / zstd / bzip2 / xz header."""
     if not path.exists():
         raise not_found(path)
     if path.is_dir():
         raise DataError("is a folder", path=path, expected="a file")
     data = path.read_bytes()
+    for name, magic, suffix in COMPRESSIONS:
+        if data.startswith(magic):
+            try:
+                return _decompress(name, data)
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
+                raise DataError(
+                    f"not a readable {name} file ({type(e).__name__}: {e})",
+                    path=path,
+                    expected=f"a complete {name}-compressed text file (or plain text without the {suffix})",
+                ) from None
+    return data
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """The file's text (decompressed first, see :func:`read_bytes`). encoding: "utf8", "latin1",
+    or "auto" (UTF-8, else Latin-1). A UTF-8 byte order mark is dropped."""
+    data = read_bytes(path)
     if encoding == "latin1":
         return data.decode("latin-1")
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(
+            "text is UTF-16 (it starts with a UTF-16 byte order mark)",
+            path=path,
+            line=1,
+            expected="UTF-8 or Latin-1 text (save the file as UTF-8)",
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -132,31 +181,49 @@ def split_text(
     names: the expected fields (their count is checked, and they are shown in errors); without
     names the header's field count, or else the first data line's, is expected.
     skip_blank: skip (and report in `skipped`) blank lines instead of failing on them.
+    unquote: CSV quoting. With a one-character separator and a double quote anywhere in the file,
+    the file is read as real CSV (:func:`~recfunnel.data.csv_quoting.quoted_fields`: quoted
+    fields may hold the separator, line breaks and doubled quotes);
+    otherwise (and for separators such as "::") a field wholly wrapped in quotes is unquoted.
     """
     text = read_text(path, encoding)
     lines = pl.Series("line", [text]).str.split("\n").explode().str.strip_suffix("\r")
     if len(lines) and lines[-1] == "":
         lines = lines.head(len(lines) - 1)  # the final newline
-    numbers = np.arange(1, len(lines) + 1, dtype=np.int64)
     if len(lines) == 0:
         raise DataError("empty file", path=path, expected="at least one data row")
+    as_csv = unquote and len(sep) == 1 and '"' in text
+    if as_csv:
+        parts, numbers = quoted_fields(lines, sep, path)
+        blank = (
+            (parts.list.len() == 0) | ((parts.list.len() == 1) & (parts.list.first().str.strip_chars() == ""))
+        ).to_numpy()
+        unquote = False  # the quotes are gone already
+    else:
+        numbers = np.arange(1, len(lines) + 1, dtype=np.int64)
+        parts = lines.str.split(sep)
+        blank = (lines.str.strip_chars() == "").to_numpy()
+
+    def shown(row: int) -> str:
+        return lines[int(numbers[row]) - 1][:MAX_SHOWN]
 
     header_names: tuple[str, ...] | None = None
     if header:
-        first = lines[0]
-        if first.strip() == "":
-            raise DataError("line 1 is blank", path=path, line=1, expected="a header line naming the columns")
-        raw_names = pl.Series(first.split(sep)).str.strip_chars()
+        if blank[0]:
+            ln = int(numbers[0])
+            raise DataError(
+                f"line {ln} is blank", path=path, line=ln, expected="a header line naming the columns"
+            )
+        raw_names = pl.Series(parts[0]).cast(pl.Utf8).str.strip_chars()
         if unquote:
             raw_names = _unquote(raw_names).str.strip_chars()
         header_names = tuple(raw_names.to_list())
-        lines, numbers = lines.slice(1), numbers[1:]
-        if len(lines) == 0:
+        parts, numbers, blank = parts.slice(1), numbers[1:], blank[1:]
+        if len(parts) == 0:
             raise DataError(
                 "empty file: a header but no data rows", path=path, expected="at least one data row"
             )
 
-    blank = (lines.str.strip_chars() == "").to_numpy()
     skipped: tuple[int, ...] = ()
     if blank.any():
         if not skip_blank:
@@ -168,30 +235,34 @@ def split_text(
                 expected="a data row (only the file's final newline may end in an empty line)",
             )
         skipped = tuple(int(x) for x in numbers[blank])
-        lines, numbers = lines.filter(pl.Series(~blank)), numbers[~blank]
-        if len(lines) == 0:
+        parts, numbers = parts.filter(pl.Series(~blank)), numbers[~blank]
+        if len(parts) == 0:
             raise DataError("empty file: only blank lines", path=path, expected="at least one data row")
 
-    parts = lines.str.split(sep)
     counts = parts.list.len().to_numpy()
     if names is not None:
         n_fields, described = len(names), ", ".join(names)
     elif header_names is not None:
         n_fields = len(header_names)
-        shown = ", ".join(header_names[:8]) + (", ..." if len(header_names) > 8 else "")
-        described = f"as in the header: {shown}"
+        listed = ", ".join(header_names[:8]) + (", ..." if len(header_names) > 8 else "")
+        described = f"as in the header: {listed}"
     else:
         n_fields, described = int(counts[0]), f"as on line {int(numbers[0])}"
     bad = np.flatnonzero(counts != n_fields)
     if len(bad):
         row = int(bad[0])
         ln, got = int(numbers[row]), int(counts[row])
-        hint = "; quoted fields holding the separator are not supported" if '"' in lines[row] else ""
+        hint = ""
+        if '"' in shown(row) and not as_csv:
+            hint = (
+                "; quoted fields holding the separator are read only with a one-character "
+                f"separator, not {sep!r}"
+            )
         raise DataError(
             f"line {ln} has {got} field{'s' if got != 1 else ''}, expected {n_fields} ({described})",
             path=path,
             line=ln,
-            value=lines[row][:MAX_SHOWN],
+            value=shown(row),
             expected=f"fields separated by {sep!r}{hint}",
         )
     return TextTable(path, sep, header_names, numbers, parts, n_fields, skipped, unquote)
@@ -257,7 +328,15 @@ def text_timestamps(
             "an integer unix timestamp in seconds (set timestamp_format to read dates)",
         )
     raw = table.field(index)
-    parsed = raw.str.strip_chars().str.strptime(pl.Datetime("us"), fmt, strict=False)
+    try:
+        parsed = raw.str.strip_chars().str.strptime(pl.Datetime("us"), fmt, strict=False)
+    except pl.exceptions.PolarsError as e:
+        return DataError(
+            f"timestamp_format {fmt!r} cannot be used ({e})",
+            path=table.path,
+            column=column,
+            expected="a strptime format such as '%Y-%m-%d %H:%M:%S'",
+        )
     row = first_true(parsed.is_null())
     if row is not None:
         return table.error(
