@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from recfunnel.data.dataset import Dataset
+from recfunnel.data.errors import DataError
 from recfunnel.data.sequences import from_lists
 from recfunnel.data.splits import Split, make_split
 from recfunnel.data.vocab import Vocab
@@ -48,6 +49,8 @@ class Recommender:
         run: RunConfig | None = None,
     ) -> None:
         model_class(model)  # fail early on an unknown name
+        if train is None and run is not None:
+            train = run.train
         self.family = model
         self.params = dict(params or {})
         self.train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
@@ -67,12 +70,21 @@ class Recommender:
 
     # ---- learning ---------------------------------------------------------------------------
     def fit(self, dataset: Dataset, split: Split | None = None, evaluate: bool = False) -> Recommender:
-        """Train on `split`'s train part (a leave-one-out split when none is given, or a random
-        holdout when the data has no time) through :func:`recfunnel.run.fit`; early stopping on
+        """Train on `split`'s train part (when none is given: leave-one-out, a random holdout when
+        the data has no time, a global temporal split for CTR rankers) through :func:`recfunnel.run.fit`; early stopping on
         its valid part. `evaluate`: also evaluate on the test part (``metrics_``)."""
         if split is None:
-            split = make_split(dataset, "leave_one_out" if dataset.has_time else "random_holdout")
-            split = split.with_negatives(dataset)
+            fields = model_class(self.family).inputs == "fields"  # rankers: labelled rows over time
+            method = "temporal" if fields and dataset.has_time else None
+            method = method or ("leave_one_out" if dataset.has_time else "random_holdout")
+            split = make_split(dataset, method)
+            s = self.run_config.split
+            if not fields and s.eval_negatives:
+                try:
+                    split = split.with_negatives(dataset, s.eval_negatives, s.seed)
+                except DataError:  # a catalogue too small to sample from: validate by full ranking
+                    if evaluate and any(p.startswith("sampled") for p in self.run_config.eval.protocols):
+                        raise
         return self._adopt(fit(self.run_config, dataset, split, evaluate=evaluate))
 
     def _adopt(self, res: FitResult) -> Recommender:

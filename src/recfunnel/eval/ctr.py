@@ -31,10 +31,14 @@ def predict_logits(model: FieldScorer, fields: FieldBatch, batch_size: int = 163
 
 def ctr_metrics(part: CTRPart, logits: np.ndarray) -> dict[str, float]:
     """auc, logloss, gauc (per-user AUC weighted by impressions) and gauc_users_skipped (users
-    with a single class, left out of GAUC)."""
+    with a single class, left out of GAUC; GAUC is NaN when every user has one class, as with one
+    held-out row per user)."""
     y = part.labels.numpy().astype(np.int64)
     probs = 1.0 / (1.0 + np.exp(-logits))
-    g, skipped = gauc(part.users, y, logits)
+    try:
+        g, skipped = gauc(part.users, y, logits)
+    except ValueError:  # no user with both classes
+        g, skipped = float("nan"), int(len(np.unique(part.users)))
     return {"auc": auc(y, logits), "logloss": logloss(y, probs), "gauc": g, "gauc_users_skipped": skipped}
 
 

@@ -21,16 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.fields import CTRPart, FieldSchema, ctr_parts
 from recfunnel.data.readers import load_dataset, read_table
+from recfunnel.data.sequences import user_sequences
 from recfunnel.data.splits import Split, make_split
 from recfunnel.eval.ctr import ctr_validator
 from recfunnel.eval.protocols import evaluate as evaluate_protocol
 from recfunnel.eval.result import Result
-from recfunnel.models.base import Model, build_model, model_class
+from recfunnel.models.base import HistoryAware, Model, build_model, model_class
 from recfunnel.models.ctr.base import build_ctr
 from recfunnel.run.config import DataConfig, RunConfig, SplitConfig
 from recfunnel.run.evaluate import evaluate_run
@@ -211,6 +213,9 @@ def _fit_user_item(
         seed_everything(train_cfg.seed)
         model = build_model(name, ds.n_users, ds.n_items, params)
     report, objective = _train(model, cfg, train_cfg, ds, sp, checkpoint_dir, resume)
+    if isinstance(model, HistoryAware):  # answer as the artifact will: train + valid histories
+        rows = np.sort(np.concatenate([sp.train, sp.valid]))
+        model.set_history(*user_sequences(ds.interactions.take(rows), ds.n_users))
     return FitResult(cfg, model.eval(), report, ds, sp, pretrain_seconds=pre_seconds, objective=objective)
 
 
