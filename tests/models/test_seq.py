@@ -17,8 +17,8 @@ from recfunnel.data.splits import leave_one_out
 from recfunnel.eval.protocols import evaluate, evaluate_full
 from recfunnel.models.base import Factorised, HistoryAware, build_model
 from recfunnel.models.seq.blocks import PoolDropout
-from recfunnel.pipeline import ObjectiveSection, train_model
 from recfunnel.recommender import Recommender
+from recfunnel.run import RunConfig, fit
 from recfunnel.train.registry import build_objective
 from recfunnel.train.seq_objectives import full_softmax_ce
 from recfunnel.train.trainer import TrainConfig
@@ -31,7 +31,6 @@ class TestSASRec(ModelContract):
     params = {"hidden": 32, "max_len": 50, "dropout": 0.2}
     train = {"epochs": 6, "batch_size": 64, "lr": 2e-3, "patience": 0}
     factorised = True
-    margin = 0.0
 
 
 class TestGRU4Rec(ModelContract):
@@ -39,7 +38,6 @@ class TestGRU4Rec(ModelContract):
     params = {"hidden": 32, "max_len": 50}
     train = {"epochs": 6, "batch_size": 64, "lr": 2e-3, "patience": 0}
     factorised = True
-    margin = 0.0
 
 
 def _model(family: str, n_items: int = 30, **params):
@@ -123,7 +121,10 @@ def test_learns_a_deterministic_next_item_to_hr_at_1_above_0_9(family):
     ds, split = _cycle_dataset()
     cfg = TrainConfig(epochs=12, batch_size=32, lr=5e-3, patience=0, progress=False, monitor="hr@10")
     params = {"hidden": 32, "max_len": 10} | ({"dropout": 0.1} if family == "sasrec" else {})
-    model, _ = train_model(family, params, ds, split, cfg, valid_protocol="full")
+    run = RunConfig(train=cfg).updated(
+        {"model": {"name": family, "params": params}, "eval": {"valid_protocol": "full"}}
+    )
+    model = fit(run, ds, split, evaluate=False).model
     # 12 steps of a 15-cycle never repeat an item, so masking seen items hides no answer
     assert evaluate_full(model, ds, split, "test", ks=(1,)).metrics["hr@1"] > 0.9
 
@@ -355,27 +356,3 @@ def test_full_softmax_ce_equals_cross_entropy_in_value_and_gradient():
             grads.append((loss.detach(), h.grad, w.grad, b.grad if with_bias else torch.zeros(())))
         for x, y in zip(*grads, strict=True):
             torch.testing.assert_close(x, y)
-
-
-def test_pipeline_gives_sequence_objectives_the_model_max_len(tiny_seq, monkeypatch):
-    import recfunnel.pipeline as pipeline
-
-    seen = {}
-
-    def spy(name, train, n_users, n_items, **params):
-        seen[name] = params
-        return build_objective(name, train, n_users, n_items, **params)
-
-    monkeypatch.setattr(pipeline, "build_objective", spy)
-    ds, split = tiny_seq
-    cfg = TrainConfig(epochs=1, batch_size=4, progress=False, patience=0)
-    train_model("gru4rec", {"hidden": 8, "max_len": 3}, ds, split, cfg, ObjectiveSection(name="seq-bce"))
-    train_model(
-        "gru4rec",
-        {"hidden": 8, "max_len": 3},
-        ds,
-        split,
-        cfg,
-        ObjectiveSection(name="seq-ce", params={"max_len": 5, "windows": "all"}),
-    )
-    assert seen == {"seq-bce": {"max_len": 3}, "seq-ce": {"max_len": 5, "windows": "all"}}
