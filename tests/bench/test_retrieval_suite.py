@@ -1,5 +1,5 @@
-"""Pieces of the retrieval-ml100k cold-start protocol: interaction ranks, the exact random
-expectation, and the popularity-from-content baseline."""
+"""Pieces of the retrieval-ml100k cold-start protocol (:mod:`recfunnel.run.coldstart`): interaction
+ranks, the exact random expectation, and the popularity-from-content baseline."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recfunnel.bench.retrieval import (
+from recfunnel.run.coldstart import (
     _interaction_ranks,
     _metrics_from_ranks,
     _random_metrics,

@@ -129,32 +129,25 @@ def mf_vectors(data_root: Any = None, quick: bool = False, progress: bool = Fals
     """MF-BPR (the ncf-ml100k suite's settings) trained on ml-100k leave-one-out: item vectors + bias
     as the index holds them for the model's own score, every user's vector as a query. None when
     ml-100k is absent."""
-    from recfunnel.pipeline import (
-        DataConfig,
-        ObjectiveSection,
-        SplitConfig,
-        load_data,
-        load_split,
-        train_model,
-    )
+    from recfunnel.run import DataConfig, ModelSection, ObjectiveSection, RunConfig, TrainConfig, fit
     from recfunnel.settings import dataset_dir
-    from recfunnel.train.trainer import TrainConfig
 
     try:
         dataset_dir("ml-100k", data_root)
     except FileNotFoundError:
         return None
-    ds = load_data(DataConfig(dataset="ml-100k", data_root=data_root))
-    split = load_split(SplitConfig(method="leave_one_out", seed=0, eval_negatives=99), ds)
     epochs = 1 if quick else 10
-    train = TrainConfig(
-        epochs=epochs, batch_size=1024, lr=0.01, optimizer="adam", patience=0, progress=progress
+    cfg = RunConfig(
+        data=DataConfig(dataset="ml-100k", data_root=data_root),  # leave-one-out, 99 negatives
+        model=ModelSection(name="mf", params={"factors": 64}),
+        objective=ObjectiveSection(name="bpr", params={"reg": 1e-3}),
+        train=TrainConfig(
+            epochs=epochs, batch_size=1024, lr=0.01, optimizer="adam", patience=0, progress=progress
+        ),
     )
-    model, _ = train_model(
-        "mf", {"factors": 64}, ds, split, train, ObjectiveSection(name="bpr", params={"reg": 1e-3})
-    )
+    res = fit(cfg, evaluate=False)
     note = f"MF-BPR factors 64, {epochs} epochs; the model's score <u,v>+b (bias column, not normalised)"
-    return _model_set("ml-100k MF-BPR", model, ds.n_users, note)
+    return _model_set("ml-100k MF-BPR", res.model, res.dataset.n_users, note)
 
 
 def _model_set(name: str, model: Any, n_users: int, note: str) -> VectorSet:
@@ -171,30 +164,18 @@ def two_tower_vectors(data_root: Any = None, quick: bool = False, progress: bool
     """The ``TwoTower-logQ`` model of the retrieval-ml100k suite (same config, ml-100k leave-one-out,
     early stopping on the valid part): its unit-norm item vectors, every user's vector as a query
     (cosine, as the model scores). None when ml-100k is absent."""
-    from recfunnel.bench.retrieval import ENTRIES, _data, _register
-    from recfunnel.models.towers import TwoTower
-    from recfunnel.pipeline import ObjectiveSection, train_model
+    from recfunnel.bench.retrieval import warm_config
+    from recfunnel.run import fit
     from recfunnel.settings import dataset_dir
-    from recfunnel.train.trainer import TrainConfig, seed_everything
 
     try:
         dataset_dir("ml-100k", data_root)
     except FileNotFoundError:
         return None
-    _register()
-    ds, split = _data(data_root)
-    family, params, objective, train = ENTRIES["TwoTower-logQ"]
-    if quick:
-        train = dict(train, epochs=1, patience=0)
-    cfg = TrainConfig(**dict(train, progress=progress))
-    seed_everything(cfg.seed)
-    init = TwoTower.from_dataset(ds, split, params)
-    model, report = train_model(
-        family, params, ds, split, cfg, ObjectiveSection(**objective), "full", init=init
-    )
-    epochs = len(report.history) if report is not None else 0
+    res = fit(warm_config("TwoTower-logQ", 0, quick, progress, data_root), evaluate=False)
+    epochs = len(res.report.history) if res.report is not None else 0
     note = f"retrieval-ml100k TwoTower-logQ ({epochs} epochs, best valid epoch kept); unit norm, cosine"
-    return _model_set("ml-100k TwoTower-logQ", model, ds.n_users, note)
+    return _model_set("ml-100k TwoTower-logQ", res.model, res.dataset.n_users, note)
 
 
 #: model vector sets by --sets name (the synthetic set is built in run_ann_suite)
@@ -367,7 +348,7 @@ def run_ann_suite(
         repeats: timing runs per measurement, the median kept (default 3; quick 1).
         out: also write the rows as JSON here (atomically).
     """
-    from recfunnel.bench.suites import machine_info, merged_with_file, write_json
+    from recfunnel.bench.rows import machine_info, merged_with_file, write_json
 
     del isolate
     backends = (

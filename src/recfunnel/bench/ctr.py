@@ -1,10 +1,12 @@
 """Benchmark suite ``ctr-ml100k``: the CTR rankers and a LightGBM baseline on MovieLens-100K.
 
-Task: label = rating >= 4, fields of :func:`recfunnel.data.fields.movielens_fields`, global
+Task: label = rating >= 4, the MovieLens fields (:func:`recfunnel.run.features.ctr_fields`), global
 temporal split 80/10/10, early stopping on validation AUC (LightGBM: its own early stopping on
-the same validation AUC), test AUC / logloss / GAUC, 3 seeds. One row per (model, seed) following
-the bench row contract of :mod:`recfunnel.bench.suites`, then one aggregate row per model (mean
-and standard deviation over seeds, ``"aggregate": true``, ``"seed": null``).
+the same validation AUC), test AUC / logloss / GAUC, 3 seeds; every ranker is fitted by
+:func:`recfunnel.run.fit` with the settings of :data:`recfunnel.run.presets.CTR_PRESETS`
+(``train_seconds``: the whole fit, fitting the fields and encoding the rows included). One row per
+(model, seed) following :data:`recfunnel.bench.rows.ROW_CONTRACT`, then one aggregate row per
+model (mean and standard deviation over seeds, ``"aggregate": true``, ``"seed": null``).
 
 The throughput comparison trains DeepFM at batch 4096 for the same epochs through the Trainer and
 through the plain PyTorch loop written below (:func:`plain_loop`), alternating which goes first,
@@ -14,6 +16,7 @@ and reports median wall and CPU times, samples per second and the Trainer's over
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import math
 import multiprocessing
@@ -21,27 +24,55 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recfunnel.bench.suites import peak_rss_mb, utc_now
+from recfunnel.bench.rows import fit_figures, machine_info, peak_rss_mb, utc_now
 from recfunnel.data.fields import CTRPart, FieldSchema, ctr_parts
-from recfunnel.eval.ctr import ctr_validator, evaluate_ctr
 from recfunnel.models.ctr.base import CTRModel, build_ctr
-from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
+from recfunnel.run import (
+    DataConfig,
+    ModelSection,
+    RunConfig,
+    SplitConfig,
+    evaluate_run,
+    fit,
+    load_data,
+    load_split,
+)
+from recfunnel.run.features import ctr_fields
+from recfunnel.run.presets import CTR_PRESETS
 from recfunnel.train.labelled import LabelledBCE
-from recfunnel.train.trainer import TrainConfig, Trainer, TrainReport, build_optimizers, seed_everything
+from recfunnel.train.trainer import TrainConfig, Trainer, build_optimizers, seed_everything
 
-__all__ = ["CTREntry", "aggregate", "ctr_entries", "fit_ctr", "plain_loop", "run_ctr_suite", "throughput"]
+if TYPE_CHECKING:
+    from recfunnel.data.dataset import Dataset
+    from recfunnel.data.splits import Split
+    from recfunnel.run import FitResult
+
+__all__ = [
+    "CTREntry",
+    "aggregate",
+    "ctr_config",
+    "ctr_entries",
+    "fit_ctr",
+    "plain_loop",
+    "run_ctr_suite",
+    "throughput",
+]
 
 SUITE = "ctr-ml100k"
 DATASET = "ml-100k"
 SEEDS = (0, 1, 2)
 METRICS = ("auc", "logloss", "gauc")
 DEEP = ("DeepFM", "AutoInt", "DCNv2")  # the models the issue asks to beat LR by > 2 std
+#: label -> family of the line-up (settings: :data:`recfunnel.run.presets.CTR_PRESETS`)
+LINE_UP = {"LR": "lr", "FM": "fm", "WideDeep": "widedeep", "DeepFM": "deepfm", "AutoInt": "autoint"}
+LINE_UP |= {"DCNv2": "dcnv2", "DLRM": "dlrm", "LightGBM": "lightgbm"}
+_SPLIT = SplitConfig(method="temporal", eval_negatives=0)
 
 
 @dataclass(frozen=True)
@@ -54,24 +85,10 @@ class CTREntry:
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
 
 
-# Chosen on the valid part only (seed 0): LR's learning rate (1e-3, 1e-2, 3e-2; batch 256 or 1024),
-# AutoInt's depth and batch (3 or 2 layers; batch 256 or 1024: 2 layers, 256 gave valid AUC 0.696
-# against 0.694). Weight decay (1e-6..1e-3) and larger initialisations did not help on valid.
-# Everything else is the papers' defaults (see each Config) with Adam at 1e-3, batch 1024.
-_TRAIN = {"epochs": 20, "batch_size": 1024, "lr": 1e-3, "patience": 2, "monitor": "auc"}
-
-
 def ctr_entries(quick: bool = False) -> list[CTREntry]:
-    entries = [
-        CTREntry("LR", "lr", {}, dict(_TRAIN, lr=1e-2)),
-        CTREntry("FM", "fm", {}, dict(_TRAIN)),
-        CTREntry("WideDeep", "widedeep", {}, dict(_TRAIN)),
-        CTREntry("DeepFM", "deepfm", {}, dict(_TRAIN)),
-        CTREntry("AutoInt", "autoint", {"layers": 2}, dict(_TRAIN, batch_size=256)),
-        CTREntry("DCNv2", "dcnv2", {}, dict(_TRAIN)),
-        CTREntry("DLRM", "dlrm", {}, dict(_TRAIN)),
-        CTREntry("LightGBM", "lightgbm", {}, {}),
-    ]
+    """The line-up with the tuned settings of :data:`recfunnel.run.presets.CTR_PRESETS`; `quick`:
+    smaller models, 1 epoch (LightGBM: 20 rounds)."""
+    entries = [CTREntry(label, fam, *map(dict, CTR_PRESETS[fam])) for label, fam in LINE_UP.items()]
     if quick:
         small = {"widedeep": {"hidden": (64,)}, "deepfm": {"hidden": (64,)}, "dcnv2": {"hidden": (64,)}}
         small |= {"autoint": {"layers": 1}, "dlrm": {"bottom": (16,), "top": (32,)}}
@@ -93,98 +110,63 @@ def ctr_entries(quick: bool = False) -> list[CTREntry]:
 
 
 @functools.lru_cache(maxsize=1)
-def load_ctr_data(data_root: str | None = None, quick: bool = False):
-    """(dataset, split, schema, parts) of the suite. `quick`: the first 20% of events only (the
-    same temporal 80/10/10 inside it), so CI runs stay small."""
-    from recfunnel.data.readers import load_dataset
-    from recfunnel.data.splits import temporal
-
-    ds = load_dataset(DATASET, data_root)
+def ctr_data(data_root: str | None = None, quick: bool = False) -> tuple[Dataset, Split]:
+    """(dataset, split) of the suite: global temporal 80/10/10. `quick`: the first 20% of events
+    only (the same temporal 80/10/10 inside it), so CI runs stay small."""
+    ds = load_data(DataConfig(dataset=DATASET, data_root=data_root))
     if quick:
-        ds = _earliest(ds, 0.2)
-    split = temporal(ds)
-    schema, parts = ctr_parts(ds, split)
-    return ds, split, schema, parts
+        ints = ds.interactions
+        keep = np.sort(np.lexsort((ints.order, ints.timestamp))[: int(len(ints) * 0.2)])
+        ds = dataclasses.replace(ds, name=f"{ds.name}-first20pct", interactions=ints.take(keep))
+    return ds, load_split(_SPLIT, ds)
 
 
-def _earliest(ds, share: float):
-    from dataclasses import replace as dc_replace
-
-    ints = ds.interactions
-    order = np.lexsort((ints.order, ints.timestamp))
-    keep = np.sort(order[: int(len(order) * share)])
-    return dc_replace(ds, name=f"{ds.name}-first{int(share * 100)}pct", interactions=ints.take(keep))
+def ctr_config(family: str, params: dict[str, Any], train: TrainConfig) -> RunConfig:
+    """The :class:`~recfunnel.run.RunConfig` of one ranker of the suite (label = rating >= 4, the
+    MovieLens fields, temporal split without evaluation negatives)."""
+    model = ModelSection(name=family, params=params)
+    return RunConfig(data=DataConfig(dataset=DATASET), split=_SPLIT, model=model, train=train)
 
 
 def fit_ctr(
-    family: str,
-    params: dict[str, Any],
-    schema: FieldSchema,
-    parts: dict[str, CTRPart],
-    train: TrainConfig,
-) -> tuple[CTRModel, TrainReport]:
-    """Build `family` on `schema` and train it on parts["train"] with the Trainer, early stopping
-    on the AUC of parts["valid"]; the model ends with its best-epoch weights."""
-    seed_everything(train.seed)
-    model = build_ctr(family, schema, params)
-    report = Trainer(train).fit(model, LabelledBCE(parts["train"]), ctr_validator(parts["valid"]))
-    return model, report
+    family: str, params: dict[str, Any], dataset: Dataset, split: Split, train: TrainConfig
+) -> FitResult:
+    """Fit `family` (a CTR ranker or "lightgbm") on the split's train part through
+    :func:`recfunnel.run.fit`: early stopping on the valid part's AUC, the model ends with its
+    best-epoch weights; not evaluated (:func:`recfunnel.run.evaluate_run` does that)."""
+    return fit(ctr_config(family, params, train), dataset, split, evaluate=False)
+
+
+def encoded_parts(dataset: Dataset, split: Split) -> tuple[FieldSchema, dict[str, CTRPart]]:
+    """The fitted fields and encoded train / valid / test rows a run of the suite trains on (the
+    features and ctr sections of :func:`ctr_config`, as :func:`recfunnel.run.fit` encodes them),
+    for the throughput comparison, which times the Trainer and a plain loop on the same rows."""
+    cfg = ctr_config("deepfm", {}, TrainConfig())
+    specs = ctr_fields(dataset, cfg.features, cfg.ctr)
+    return ctr_parts(dataset, split, specs, threshold=cfg.ctr.threshold)
 
 
 def _run_seed(entry: CTREntry, seed: int, data_root: str | None, quick: bool, progress: bool) -> dict:
-    from recfunnel.bench.suites import machine_info
-
-    ds, split, schema, parts = load_ctr_data(data_root, quick)
-    t0 = time.perf_counter()
+    ds, split = ctr_data(data_root, quick)
+    tcfg = TrainConfig(**dict(entry.train, seed=seed, progress=progress))
+    res = fit_ctr(entry.family, entry.params, ds, split, tcfg)
+    fig = fit_figures(res)
+    parts, schema = res.parts, res.schema
+    assert parts is not None and schema is not None  # a field family
     if entry.family == "lightgbm":
-        cfg = LightGBMConfig(**{"num_threads": torch.get_num_threads(), **entry.params})
-        model: Any = LightGBMRanker(cfg, schema, seed=seed)
-        model.fit(
-            parts["train"].fields,
-            parts["train"].labels.numpy(),
-            parts["valid"].fields,
-            parts["valid"].labels.numpy(),
+        model = res.model
+        rounds = model.best_iteration_ or model.config.max_rounds
+        fig.update(
+            epochs_run=len(model.history_.get("valid", {}).get("auc", [])),
+            best_epoch=rounds - 1,
+            stopped_early=bool(model.best_iteration_),
+            samples_per_second=len(parts["train"]) * rounds / res.seconds,
+            valid_history=[],
         )
-        train_seconds = time.perf_counter() - t0
-        rounds = model.best_iteration_ or cfg.max_rounds
-        fit = {
-            "config": {"model": {"name": "lightgbm", "params": cfg.model_dump(mode="json")}, "seed": seed},
-            "params": model.n_params(),
-            "epochs_run": len(model.history_.get("valid", {}).get("auc", [])),
-            "best_epoch": rounds - 1,
-            "stopped_early": bool(model.best_iteration_),
-            "samples_per_second": len(parts["train"]) * rounds / train_seconds,
-            "pipeline_share": None,
-            "valid_history": [],
-        }
-    else:
-        tcfg = TrainConfig(**dict(entry.train, seed=seed, progress=progress))
-        model, report = fit_ctr(entry.family, entry.params, schema, parts, tcfg)
-        train_seconds = time.perf_counter() - t0
-        fit = {
-            "config": {
-                "model": {"name": entry.family, "params": model.config.model_dump(mode="json")},
-                "train": tcfg.model_dump(mode="json", exclude={"progress"}),
-                "objective": LabelledBCE.name,
-            },
-            "params": int(sum(p.numel() for p in model.parameters())),
-            "epochs_run": len(report.history),
-            "best_epoch": report.best_epoch,
-            "stopped_early": report.stopped_early,
-            "samples_per_second": report.samples_per_second,
-            "pipeline_share": report.pipeline_share,
-            "valid_history": [
-                {"epoch": h["epoch"], "loss": h["loss"], **{f"valid_{k}": v for k, v in h["valid"].items()}}
-                for h in report.history
-            ],
-        }
-    result = evaluate_ctr(
-        model, parts["test"], name=entry.label, dataset=ds.name, split=split.describe(), seed=seed
-    )
+    (result,) = evaluate_run(res, name=entry.label)
     return {
         "suite": SUITE,
         "model": entry.label,
-        "family": entry.family,
         "dataset": ds.name,
         "protocol": result.protocol,
         "split": result.split,
@@ -192,10 +174,9 @@ def _run_seed(entry: CTREntry, seed: int, data_root: str | None, quick: bool, pr
         "seed": seed,
         "metrics": dict(result.metrics),
         "n_eval_users": result.n_users,
-        "train_seconds": train_seconds,
         "eval_seconds": result.seconds,
         "peak_rss_mb": peak_rss_mb(),
-        **fit,
+        **fig,
         "data": {
             "n_train": len(parts["train"]),
             "n_valid": len(parts["valid"]),
@@ -418,7 +399,7 @@ def _in_child(fn: Callable[..., Any], *args: Any) -> Any:
 
 def _throughput_job(data_root: str | None, quick: bool, threads: int, batch_size: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
-    _, _, schema, parts = load_ctr_data(data_root, quick)
+    schema, parts = encoded_parts(*ctr_data(data_root, quick))
     return throughput(
         schema, parts["train"], batch_size=batch_size, epochs=1 if quick else 2, repeats=repeats
     )
@@ -490,8 +471,6 @@ def run_ctr_suite(
 
 
 def _throughput_row(tp: dict, rows: list[dict], quick: bool) -> dict:
-    from recfunnel.bench.suites import machine_info
-
     ref = next((r for r in rows if r["model"] == "DeepFM"), rows[0] if rows else {})
     return {
         "suite": SUITE,

@@ -49,7 +49,7 @@ def step_ms(
 
 def run(rows: Sequence[int], dim: int = 64, repeats: int = 3) -> list[dict]:
     """One row per table size: median ms/step sparse and dense, and their ratio."""
-    from recfunnel.bench.suites import machine_info
+    from recfunnel.bench.rows import machine_info
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"dense Adam {m['dense_adam_ms']:.2f} ms/step (dense/sparse {m['dense_over_sparse']:.2f}x)"
         )
     if args.json:
-        from recfunnel.bench.suites import write_json
+        from recfunnel.bench.rows import write_json
 
         write_json(rows, args.json)
 

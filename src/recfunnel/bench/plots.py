@@ -99,7 +99,9 @@ def _curve_plot(suite: str, rows: list[dict], folder: Path, plt) -> list[Path]:
     if timed:
         ax.set_xscale("log")
     ax.set_xlabel("cumulative training seconds (log)" if timed else "epoch (seed 0 where there are several)")
-    protocol = next(iter(seen.values())).get("config", {}).get("valid_protocol")
+    config = next(iter(seen.values())).get("config", {})
+    # rows keep the run's config (eval.valid_protocol); older seq rows had it at the top
+    protocol = config.get("eval", {}).get("valid_protocol") or config.get("valid_protocol")
     ax.set_ylabel(
         f"{metric.removeprefix('valid_')} on the valid part" + (f" ({protocol})" if protocol else "")
     )

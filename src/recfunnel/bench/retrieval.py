@@ -19,8 +19,9 @@
   user's items are ranked by the other users' interactions with them, data a cold-start system
   would not have).
 
-Rows follow the bench row contract of :mod:`recfunnel.bench.suites` (suite, model, dataset, protocol,
-split, seed, metrics, train_seconds, eval_seconds, peak_rss_mb, params, config, ...).
+Every model is fitted by :func:`recfunnel.run.fit`. Rows follow the bench row contract
+(:data:`recfunnel.bench.rows.ROW_CONTRACT`: suite, model, dataset, protocol, split, seed, metrics,
+train_seconds, eval_seconds, peak_rss_mb, params, config, ...).
 
 Run: ``python -m recfunnel.bench.retrieval [--quick] [--out bench/results/retrieval-ml100k.json]``.
 """
@@ -30,17 +31,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from recfunnel.atomic import atomic_write_text
-from recfunnel.bench.suites import param_count, peak_rss_mb, utc_now
-from recfunnel.run.coldstart import COLD_PARAMS, COLD_TRAIN, cold_start_eval, content_popularity
+from recfunnel.bench.rows import (
+    aggregate_seeds,
+    fit_figures,
+    machine_info,
+    merged_with_file,
+    peak_rss_mb,
+    utc_now,
+)
+from recfunnel.run import (
+    DataConfig,
+    EvalSection,
+    ModelSection,
+    ObjectiveSection,
+    RunConfig,
+    SplitConfig,
+    TrainConfig,
+    evaluate_run,
+    fit,
+    load_data,
+    load_split,
+)
+from recfunnel.run.coldstart import COLD_PARAMS, COLD_TRAIN, cold_start_eval
 
-__all__ = ["ENTRIES", "cold_start_eval", "run_retrieval_suite"]
+__all__ = ["ENTRIES", "run_retrieval_suite", "warm_config"]
 
 SUITE = "retrieval-ml100k"
 KS = (10, 20, 50, 100)
@@ -80,7 +99,7 @@ ENTRIES: dict[str, tuple[str, dict, dict, dict]] = {
         {"name": "sgns", "params": {"window": 5, "k": 5}},
         {"epochs": 10, "batch_size": 4096, "lr": 1e-3, "optimizer": "adam", "patience": 3},
     ),
-    # as in suites._ncf_entries (MF-BPR): chosen there on the valid part
+    # as in ncf.ncf_entries (MF-BPR): chosen there on the valid part
     "MF-BPR": (
         "mf",
         {"factors": 64, "init_std": 0.01},
@@ -91,23 +110,25 @@ ENTRIES: dict[str, tuple[str, dict, dict, dict]] = {
 }
 
 
-def _register() -> None:
-    import recfunnel.models.item2vec  # noqa: F401  (registers "item2vec")
-    import recfunnel.models.towers  # noqa: F401  (registers "two-tower")
-    import recfunnel.train.retrieval_objectives  # noqa: F401  (adds the objectives)
-
-
-def _data(data_root):
-    from recfunnel.pipeline import DataConfig, SplitConfig, load_data, load_split
-
-    ds = load_data(DataConfig(dataset="ml-100k", data_root=data_root))
-    split = load_split(SplitConfig(method="leave_one_out", seed=0, eval_negatives=99), ds)
-    return ds, split
+def warm_config(
+    label: str, seed: int = 0, quick: bool = False, progress: bool = False, data_root=None
+) -> RunConfig:
+    """The :class:`~recfunnel.run.RunConfig` of entry `label` under the warm protocol (training
+    `seed`; `quick`: 1 epoch, MF-BPR 2, no early stopping)."""
+    family, params, objective, train = ENTRIES[label]
+    if quick and train:
+        train = dict(train, epochs=1 if family != "mf" else 2, patience=0)
+    return RunConfig(
+        data=DataConfig(dataset="ml-100k", data_root=data_root),
+        split=SplitConfig(method="leave_one_out", seed=0, eval_negatives=99),
+        model=ModelSection(name=family, params=params),
+        objective=ObjectiveSection(**objective),
+        train=TrainConfig(**dict(train, seed=seed, progress=progress)),
+        eval=EvalSection(protocols=("full",), ks=KS, valid_protocol="full"),
+    )
 
 
 def _base_row(ds, label: str, family: str, quick: bool) -> dict[str, Any]:
-    from recfunnel.bench.suites import machine_info
-
     return {
         "suite": SUITE,
         "model": label,
@@ -119,60 +140,31 @@ def _base_row(ds, label: str, family: str, quick: bool) -> dict[str, Any]:
 
 
 def _warm_rows(label: str, ds, split, quick: bool, progress: bool, seed: int = 0) -> list[dict]:
-    from recfunnel.eval.protocols import evaluate
-    from recfunnel.models.towers import TwoTower
-    from recfunnel.pipeline import ObjectiveSection, train_model
-    from recfunnel.train.trainer import TrainConfig, seed_everything
-
-    family, params, objective, train = ENTRIES[label]
-    if quick and train:
-        train = dict(train, epochs=1 if family != "mf" else 2, patience=0)
-    train_cfg = TrainConfig(**dict(train, seed=seed, progress=False))
-    obj = ObjectiveSection(**objective)
-    t0 = time.perf_counter()
-    seed_everything(train_cfg.seed)  # the tower weights are initialised here, before train_model
-    init = TwoTower.from_dataset(ds, split, params) if family == "two-tower" else None
-    model, report = train_model(family, params, ds, split, train_cfg, obj, "full", init=init)
-    train_seconds = time.perf_counter() - t0
-    res = evaluate(model, ds, split, "full", "test", KS, name=label, seed=train_cfg.seed)
-    hist = report.history if report is not None else []
-    row = _base_row(ds, label, family, quick)
+    """One row: entry `label` fitted by :func:`recfunnel.run.fit` (a two-tower is seeded, built
+    and seeded again before training) and ranked against every item on the test part."""
+    res = fit(warm_config(label, seed, quick), ds, split, evaluate=False)
+    (r,) = evaluate_run(res, name=label)
+    row = _base_row(ds, label, res.family, quick)
     row.update(
         {
-            "protocol": res.protocol,
-            "split": res.split,
-            "part": res.part,
-            "seed": res.seed,
-            "metrics": dict(res.metrics),
-            "n_eval_users": res.n_users,
-            "train_seconds": train_seconds,
-            "eval_seconds": res.seconds,
+            "protocol": r.protocol,
+            "split": r.split,
+            "part": r.part,
+            "seed": r.seed,
+            "metrics": dict(r.metrics),
+            "n_eval_users": r.n_users,
+            "eval_seconds": r.seconds,
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_scope": "process so far",
-            "params": param_count(model),
-            "config": {
-                "model": {"name": family, "params": params},
-                "objective": obj.model_dump(mode="json"),
-                "train": train_cfg.model_dump(mode="json", exclude={"progress"}),
-            },
-            "epochs_run": len(hist) if hist else None,
-            "best_epoch": report.best_epoch if hist else None,
-            "valid_history": [
-                {
-                    "epoch": h["epoch"],
-                    "loss": h["loss"],
-                    **{f"valid_{k}": v for k, v in h.get("valid", {}).items()},
-                }
-                for h in hist
-            ],
+            **fit_figures(res),
             "date": utc_now(),
         }
     )
     if progress:
-        m = res.metrics
+        m = r.metrics
         print(
             f"[{SUITE}] {label}: ndcg@10 {m['ndcg@10']:.4f} recall@20 {m['recall@20']:.4f} "
-            f"recall@50 {m['recall@50']:.4f} recall@100 {m['recall@100']:.4f} (train {train_seconds:.0f}s)",
+            f"recall@50 {m['recall@50']:.4f} recall@100 {m['recall@100']:.4f} (train {res.seconds:.0f}s)",
             flush=True,
         )
     return [row]
@@ -268,7 +260,6 @@ def run_retrieval_suite(
     seeds of the trained warm models (the split stays seed 0); with two or more, mean +- std
     ``aggregate`` rows are added (closed-form EASE and the untrained cold-start baselines run
     once; the content-only model once per seed on the same held-out items)."""
-    _register()
     wanted = list(ENTRIES) + ["cold-start"] if models is None else list(models)
     unknown = set(wanted) - set(ENTRIES) - {"cold-start"}
     if unknown:
@@ -277,7 +268,9 @@ def run_retrieval_suite(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        ds, split = _data(data_root)
+        cfg = warm_config("EASE", data_root=data_root)  # every entry reads the same data and split
+        ds = load_data(cfg.data)
+        split = load_split(cfg.split, ds)
         rows: list[dict] = []
         for label in wanted:
             if label == "cold-start":
@@ -288,8 +281,6 @@ def run_retrieval_suite(
             for seed in seeds if trained else seeds[:1]:
                 rows += _warm_rows(label, ds, split, quick, progress, seed)
         if len(seeds) > 1:
-            from recfunnel.bench.suites import aggregate_seeds
-
             rows += aggregate_seeds(rows)
         return rows
     finally:
@@ -309,8 +300,6 @@ def main(argv=None) -> None:
     rows = run_retrieval_suite(a.quick, models=a.models, threads=a.threads, seeds=tuple(a.seeds))
     if a.out:
         if a.models is not None:
-            from recfunnel.bench.suites import merged_with_file
-
             rerun = set(a.models)
             cold = "cold-start" in rerun
             rows = merged_with_file(

@@ -4,7 +4,7 @@
   per user the last item is the test item, the one before the validation item; the model reads the
   train items (+ the validation item at test time); HR@10 / NDCG@10 against 100 seeded negatives
   from items the user never interacted with, and full ranking with train and valid items masked.
-  Popularity, Item2Vec (when registered), GRU4Rec, SASRec-BCE, SASRec-CE.
+  Popularity, Item2Vec, GRU4Rec, SASRec-BCE, SASRec-CE.
 * ``seq-ml100k``: MovieLens-100K leave-one-out, full ranking (and sampled-99), beside EASE and NeuMF.
 * ``session-diginetica``: the Diginetica session sample (sessions are users; sessions of >= 2 events
   and items seen >= 5 times kept, as SR-GNN cleans Diginetica), Recall@20 / MRR@20 with full
@@ -12,7 +12,7 @@
   and SR-GNN evaluate; 62% of the held-out events repeat an item of their session), and masked
   ("full") beside it; smoke size.
 
-Rows follow the bench row contract of :mod:`recfunnel.bench.suites` (suite, model, dataset,
+Rows follow the bench row contract of :mod:`recfunnel.bench.rows` (suite, model, dataset,
 protocol, split, seed, metrics, train_seconds, eval_seconds, peak_rss_mb, params, config,
 epochs_run, best_epoch, samples_per_second, pipeline_share, machine, date, quick) plus
 ``seconds_per_epoch`` (mean pure training time of an epoch), ``positions_per_second`` (next-item
@@ -38,7 +38,20 @@ import numpy as np
 import torch
 
 from recfunnel.atomic import atomic_write_text
-from recfunnel.bench.suites import param_count, result_rows
+from recfunnel.bench.rows import fit_figures, merged_with_file, result_rows
+from recfunnel.run import (
+    DataConfig,
+    EvalSection,
+    ModelSection,
+    ObjectiveSection,
+    RunConfig,
+    SplitConfig,
+    TrainConfig,
+    evaluate_run,
+    fit,
+    load_data,
+    load_split,
+)
 
 __all__ = ["SEQ_SUITES", "SeqEntry", "run_seq_suite", "write_rows"]
 
@@ -187,19 +200,15 @@ def _first_users(ds, n: int):
     return ds.subset(rows, f"{ds.name}-first{n}", f"quick: first {n} users")
 
 
-def _data(spec: SuiteSpec, quick: bool, data_root: str | None):
-    from recfunnel.data.readers import load_dataset
-    from recfunnel.data.splits import leave_one_out
-
-    ds = load_dataset(spec.dataset, data_root)
+def _data(cfg: RunConfig, spec: SuiteSpec, quick: bool):
+    """(dataset, split) of a run of the suite: the config's data, k-core cleaned (`min_counts`) and
+    cut to the first users in quick runs, then the config's split of what is left."""
+    ds = load_data(cfg.data)
     if spec.min_counts is not None:
         ds = ds.min_counts(*spec.min_counts)
     if quick and spec.quick_users is not None:
         ds = _first_users(ds, spec.quick_users)
-    split = leave_one_out(ds)
-    if spec.eval_negatives:
-        split = split.with_negatives(ds, spec.eval_negatives, seed=0)
-    return ds, split
+    return ds, load_split(cfg.split, ds)
 
 
 @dataclass(frozen=True)
@@ -223,75 +232,49 @@ def _run_job(job: _Job) -> list[dict]:
         torch.set_num_threads(before)
 
 
-def _run_entry(job: _Job) -> list[dict]:
-    from recfunnel.eval.protocols import evaluate
-    from recfunnel.pipeline import ObjectiveSection, train_model
-    from recfunnel.train.trainer import TrainConfig
-
+def _run_config(job: _Job) -> RunConfig:
+    """The entry's :class:`~recfunnel.run.RunConfig` (early stopping on the sampled protocol where
+    the suite has fixed negatives, else on its first protocol)."""
     spec, e = job.spec, job.entry
-    ds, split = _data(spec, job.quick, job.data_root)
-    train_cfg = TrainConfig(**dict(e.train, progress=job.progress))
-    objective = ObjectiveSection(**e.objective)
-    valid_protocol = "sampled" if spec.eval_negatives else spec.protocols[0]
-    t0 = time.perf_counter()
-    model, report = train_model(e.family, e.params, ds, split, train_cfg, objective, valid_protocol)
-    train_seconds = time.perf_counter() - t0
-    results = []
-    for protocol in spec.protocols:
-        results.append(
-            evaluate(model, ds, split, protocol, "test", spec.ks, name=e.label, seed=train_cfg.seed)
-        )
-    hist = report.history if report is not None else []
-    n_epochs = len(hist)
-    epoch_seconds = sum(h["train_seconds"] for h in hist)
-    best = report.best_epoch if hist else None
-    positions = _positions_per_epoch(model, ds, split, objective) if hist else None
-    extra = {
-        "family": e.family,
-        "config": {
-            "model": {"name": e.family, "params": model.config.model_dump(mode="json")},
-            "objective": objective.model_dump(mode="json"),
-            "train": train_cfg.model_dump(mode="json", exclude={"progress"}),
-            "valid_protocol": valid_protocol if hist else None,
-        },
-        "params": param_count(model),
-        "train_seconds": train_seconds,
-        "epoch_seconds": epoch_seconds if hist else None,
-        "epochs_run": n_epochs if model.trainable else None,
-        "best_epoch": best,
-        "stopped_early": report.stopped_early if hist else None,
-        "seconds_per_epoch": epoch_seconds / n_epochs if n_epochs else None,
-        "samples_per_second": report.samples_per_second if hist else None,
-        "positions_per_second": positions * n_epochs / epoch_seconds if positions and epoch_seconds else None,
-        "seconds_to_best_epoch": (
-            sum(h["train_seconds"] + h.get("valid_seconds", 0.0) for h in hist[: best + 1]) if hist else None
+    return RunConfig(
+        data=DataConfig(dataset=spec.dataset, data_root=job.data_root),
+        split=SplitConfig(method="leave_one_out", seed=0, eval_negatives=spec.eval_negatives),
+        model=ModelSection(name=e.family, params=e.params),
+        objective=ObjectiveSection(**e.objective),
+        train=TrainConfig(**dict(e.train, progress=job.progress)),
+        eval=EvalSection(
+            protocols=spec.protocols,
+            ks=spec.ks,
+            valid_protocol="sampled" if spec.eval_negatives else spec.protocols[0],
         ),
-        "pipeline_share": report.pipeline_share if hist else None,
-        "valid_history": [
-            {
-                "epoch": h["epoch"],
-                "loss": h["loss"],
-                "train_seconds": h["train_seconds"],
-                "valid_seconds": h.get("valid_seconds"),
-                **{f"valid_{k}": v for k, v in h.get("valid", {}).items()},
-            }
-            for h in hist
-        ],
-    }
+    )
+
+
+def _run_entry(job: _Job) -> list[dict]:
+    spec, e = job.spec, job.entry
+    cfg = _run_config(job)
+    ds, split = _data(cfg, spec, job.quick)
+    res = fit(cfg, ds, split, evaluate=False)
+    results = evaluate_run(res, name=e.label)
+    extra = fit_figures(res, timings=True)
+    hist = res.report.history if res.report is not None else []
+    n_epochs, epoch_seconds, best = len(hist), extra["epoch_seconds"], extra["best_epoch"]
+    # next-item targets of one epoch (sequence objectives only)
+    positions = getattr(res.objective, "positions_per_epoch", None) if hist else None
+    extra.update(
+        {
+            "seconds_per_epoch": epoch_seconds / n_epochs if n_epochs else None,
+            "positions_per_second": positions * n_epochs / epoch_seconds
+            if positions and epoch_seconds
+            else None,
+            "seconds_to_best_epoch": (
+                sum(h["train_seconds"] + h.get("valid_seconds", 0.0) for h in hist[: best + 1])
+                if hist
+                else None
+            ),
+        }
+    )
     return result_rows(spec.name, e.label, results, ds, int(len(split.train)), extra, job.quick, job.isolated)
-
-
-def _positions_per_epoch(model, ds, split, objective) -> int | None:
-    """Next-item targets one epoch of a sequence objective trains on (None for other objectives);
-    rebuilt from the train part, as train_model does not hand its objective back."""
-    from recfunnel.data.sequences import training_windows, user_sequences
-    from recfunnel.train.seq_objectives import SEQUENCE_OBJECTIVES
-
-    if (objective.name or model.objective) not in SEQUENCE_OBJECTIVES:
-        return None
-    indptr, items = user_sequences(split.part(ds, "train"), ds.n_users)
-    max_len = objective.params.get("max_len", model.config.max_len)
-    return training_windows(indptr, items, max_len, objective.params.get("windows", "last")).n_targets
 
 
 def _run_isolated(job: _Job) -> list[dict]:
@@ -323,10 +306,7 @@ def run_seq_suite(
         spec = SPECS[name]
     except KeyError:
         raise ValueError(f"unknown sequence suite {name!r}; valid: {', '.join(SPECS)}") from None
-    from recfunnel.models.base import MODELS, model_class
-
-    model_class("sasrec")  # fills the registry
-    entries = [e for e in spec.entries if e.family in MODELS]  # Item2Vec only where it exists
+    entries = list(spec.entries)
     if models is not None:
         unknown = set(models) - {e.label for e in entries}
         if unknown:
@@ -402,8 +382,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     save = None
     if args.out:
-        from recfunnel.bench.suites import merged_with_file
-
         rerun = set(args.models or ())
         keep = merged_with_file([], args.out, lambda r: r["model"] in rerun) if args.models else []
 
