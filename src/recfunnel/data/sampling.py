@@ -107,6 +107,13 @@ def _by_random_keys(
     return out
 
 
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    """A generator of its own stream, derived from `rng` without advancing it."""
+    if hasattr(rng, "spawn"):  # numpy >= 1.25
+        return rng.spawn(1)[0]
+    return np.random.Generator(rng.bit_generator.jumped())
+
+
 def sample_distinct_negatives(
     users: np.ndarray, k: int, positives: PositiveSet, rng: np.random.Generator
 ) -> np.ndarray:
@@ -147,7 +154,7 @@ def sample_distinct_negatives(
         block = sample_negatives(users[sparse], k, positives, rng)
         # repeats are redrawn from a child generator: `rng` advances exactly as for the draw with
         # replacement, so the draws of later calls (the test part after the valid part) stay too
-        _redraw_repeats(block, users[sparse], positives, rng.spawn(1)[0])
+        _redraw_repeats(block, users[sparse], positives, _child(rng))
         out[sparse] = block
     if dense.any():
         out[dense] = _by_random_keys(users[dense], k, positives, rng)
