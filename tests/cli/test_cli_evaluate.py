@@ -32,7 +32,7 @@ def test_split_file_of_the_same_data_is_evaluated(tmp_path, plays_artifact):
     other = _split_file(csv, tmp_path / "seed7.npz", seed=7)
     res = invoke("evaluate", art, "--split-file", other, "-k", "5")
     assert res.exit_code == 0, res.output
-    assert "seed7.npz" in " ".join(res.output.split()) and "sampled-99" in res.output
+    assert "seed7.npz" in "".join(res.output.split()) and "sampled-99" in res.output
 
 
 def test_split_file_of_other_data_is_refused(tmp_path, plays_artifact):

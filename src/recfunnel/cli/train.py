@@ -135,7 +135,7 @@ def train(
     and print a results table plus a top-10 for one user."""
     from recfunnel.models.base import model_class
     from recfunnel.recommender import Recommender
-    from recfunnel.run import fit, load_data, load_split
+    from recfunnel.run.fit import data_notes, fit, load_data, load_split
 
     if encoding is not None and encoding not in ENCODINGS:
         fail(f"--encoding {encoding!r} is not supported; valid: {', '.join(ENCODINGS)}")
@@ -199,6 +199,8 @@ def train(
         f"{len(ds.interactions):,} interactions; split {sp.describe()} "
         f"({len(sp.train):,}/{len(sp.valid):,}/{len(sp.test):,})"
     )
+    for note in data_notes(cfg, ds):
+        console.print(f"note: {note}")
     name = cfg.model.name
     out = out or Path("artifacts") / f"{name}-{ds.name}"
     res = fit(cfg, ds, sp, checkpoint_dir=Path(f"{out}.ckpt"), resume=resume, out=out)

@@ -54,6 +54,12 @@ class DataConfig(_Strict):
     rating_threshold: float | None = Field(
         None, description="keep ratings >= this as positives (explicit -> implicit)"
     )
+    duplicates: Literal["aggregate", "refuse", "keep"] | None = Field(
+        None,
+        description="rows repeating a (user, item) pair: aggregate (one row, weights summed, latest "
+        "time), refuse (an error naming the line) or keep (sequence/session logs); None: the "
+        "dataset's own policy (a table's `duplicates`, else aggregate; sequence data keeps repeats)",
+    )
 
 
 class SplitConfig(_Strict):

@@ -42,7 +42,7 @@ from recfunnel.train.labelled import LabelledBCE
 from recfunnel.train.registry import SEQUENCE_OBJECTIVES, build_objective
 from recfunnel.train.trainer import TrainConfig, Trainer, TrainReport, seed_everything
 
-__all__ = ["FitResult", "fit", "load_data", "load_split"]
+__all__ = ["FitResult", "data_notes", "fit", "load_data", "load_split"]
 
 #: validation metrics a field family can stop early on (higher is better)
 CTR_MONITORS = ("auc",)
@@ -77,14 +77,28 @@ class FitResult:
 
 def load_data(cfg: DataConfig) -> Dataset:
     """The dataset a config names, with the rating threshold applied."""
-    ds = (
-        read_table(cfg.table)
-        if cfg.table is not None
-        else load_dataset(cfg.dataset or "ml-100k", cfg.data_root)
-    )
+    if cfg.table is not None:
+        table = cfg.table
+        if cfg.duplicates is not None:
+            table = table.model_copy(update={"duplicates": cfg.duplicates})
+        ds = read_table(table)
+    else:
+        ds = load_dataset(cfg.dataset or "ml-100k", cfg.data_root, duplicates=cfg.duplicates)
     if cfg.rating_threshold is not None:
         ds = ds.with_positive_threshold(cfg.rating_threshold)
     return ds
+
+
+def data_notes(cfg: RunConfig, dataset: Dataset) -> list[str]:
+    """What a user should know about the data a run reads: the readers' notes (merged duplicate
+    rows, repeats kept, ...) and that the chosen model ignores a weight column."""
+    notes = list(dataset.notes)
+    if dataset.interactions.weight is not None:
+        notes.append(
+            f"{cfg.model.name} ignores the weight column: each (user, item) pair counts as one "
+            "positive whatever its weight (no family reads weights yet)"
+        )
+    return notes
 
 
 def load_split(cfg: SplitConfig, dataset: Dataset) -> Split:
