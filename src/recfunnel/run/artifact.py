@@ -107,7 +107,7 @@ def save_model(
         "n_items": len(items),
         "schema": schema.to_json() if schema is not None else None,
     }
-    run_json = run.model_dump(mode="json") if run is not None else None
+    run_json = run.resolved().model_dump(mode="json") if run is not None else None
     return save_artifact(
         path,
         family=family,

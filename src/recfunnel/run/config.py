@@ -166,6 +166,22 @@ class RunConfig(_Strict):
     def updated(self, overrides: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(deep_merge(self.model_dump(), overrides))
 
+    def resolved(self) -> RunConfig:
+        """This config with every data path made absolute (what an artifact stores, so that
+        `recfunnel evaluate` finds the data from any working directory); a relative data root,
+        table or dataset path is read against the current directory, as the run read it."""
+        data: dict[str, Any] = {}
+        if self.data.data_root is not None:
+            data["data_root"] = str(Path(self.data.data_root).expanduser().resolve())
+        if self.data.table is not None:
+            data["table"] = {"path": str(Path(self.data.table.path).expanduser().resolve())}
+        if self.data.dataset and Path(self.data.dataset).expanduser().exists():
+            data["dataset"] = str(Path(self.data.dataset).expanduser().resolve())
+        if self.split.path is not None:
+            split = {"path": str(Path(self.split.path).expanduser().resolve())}
+            return self.updated({"data": data, "split": split})
+        return self.updated({"data": data}) if data else self
+
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """`over` merged into `base`, section by section (neither is changed)."""
