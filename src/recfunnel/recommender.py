@@ -72,7 +72,8 @@ class Recommender:
     def fit(self, dataset: Dataset, split: Split | None = None, evaluate: bool = False) -> Recommender:
         """Train on `split`'s train part (when none is given: leave-one-out, a random holdout when
         the data has no time, a global temporal split for CTR rankers) through
-        :func:`recfunnel.run.fit`; early stopping on its valid part. `evaluate`: also evaluate on the test part (``metrics_``)."""
+        :func:`recfunnel.run.fit`; early stopping on its valid part. `evaluate`: also evaluate on
+        the test part (``metrics_``)."""
         if split is None:
             fields = model_class(self.family).inputs == "fields"  # rankers: labelled rows over time
             method = "temporal" if fields and dataset.has_time else None
