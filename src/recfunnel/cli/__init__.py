@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from recfunnel.cli import bench, evaluate, explain, index, info, recommend, train
+from recfunnel.cli import bench, evaluate, explain, funnel, index, info, recommend, train
 from recfunnel.cli.common import fail, one_line
 from recfunnel.errors import RecfunnelError
 
@@ -64,6 +64,7 @@ def _options(
 
 app.command()(train.train)
 app.command()(evaluate.evaluate)
+app.command("build-funnel")(funnel.build_funnel)
 app.command()(recommend.recommend)
 app.command()(recommend.similar)
 app.command("index")(index.build_index)

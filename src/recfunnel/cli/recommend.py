@@ -9,14 +9,20 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from recfunnel.cli.common import ArtifactArg, check_k, console, err, fail, item_table, print_top
+from recfunnel.cli.common import check_k, console, err, fail, item_table, print_top
+from recfunnel.cli.funnel import is_bundle, recommend_bundle
 
 #: output suffix -> format of `recommend --out`
 OUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 
 
 def recommend(
-    artifact: ArtifactArg,
+    artifact: Annotated[
+        Path,
+        typer.Argument(
+            help="artifact folder (`recfunnel train`) or funnel bundle (`recfunnel build-funnel`)"
+        ),
+    ],
     user: Annotated[list[str], typer.Option("--user", "-u", help="raw user id (repeatable)")] = [],
     all_users: Annotated[
         bool, typer.Option("--all-users", help="every user the model knows (needs --out)")
@@ -50,13 +56,29 @@ def recommend(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="users scored at once with --out")] = 1024,
     progress: Annotated[bool, typer.Option(help="progress bar with --out")] = True,
+    exclude: Annotated[
+        list[str], typer.Option("--exclude", "-x", help="bundle: item ids never to return (repeatable)")
+    ] = [],
+    as_json: Annotated[bool, typer.Option("--json", help="bundle: print the answer as JSON")] = False,
 ) -> None:
     """Top-k items for users of a saved model, with titles where the dataset has them.
 
     With --item (no --user) a sequence model recommends for an ad-hoc list of recent items, the
     way a request carrying the latest clicks would be answered; the listed items are excluded.
-    With --all-users --out FILE every user's top-k is written as rows (user, rank, item, score)."""
+    With --all-users --out FILE every user's top-k is written as rows (user, rank, item, score).
+
+    Given a funnel bundle, the funnel answers (retrieve -> rank -> filter): the top-k with the
+    sources that proposed each item and the time of every stage; --item without --user is an
+    anonymous visitor's recent items, neither is an anonymous visitor (popular items)."""
     from recfunnel.recommender import Recommender
+
+    if is_bundle(artifact):
+        if all_users or index is not None or out is not None or include_seen:
+            fail("--all-users, --index, --out and --include-seen apply to model artifacts, not bundles")
+        recommend_bundle(artifact, user, item, exclude, k, as_json)
+        return
+    if exclude or as_json:
+        fail("--exclude and --json apply to funnel bundles (`recfunnel build-funnel`)")
 
     check_k(k)
     if batch_size < 1:

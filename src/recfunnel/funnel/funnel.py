@@ -138,6 +138,15 @@ class Funnel:
         self.seen = None if seen is None else sp.csr_matrix(seen)
         self.histories = None if histories is None else tuple(np.asarray(h, np.int64) for h in histories)
         self.item_vectors, self.mmr_lambda, self.max_recent = item_vectors, mmr_lambda, max_recent
+        self.bundle_id: str | None = None  # set by Funnel.load: which bundle answers
+
+    @classmethod
+    def load(cls, path: Any, *, threads: int | None = None) -> Funnel:
+        """The funnel of the bundle at `path` (``recfunnel build-funnel``), checked whole first:
+        checksums, format version, indexes against their models (:mod:`recfunnel.funnel.bundle`)."""
+        from recfunnel.funnel.bundle import load_bundle
+
+        return load_bundle(path, threads=threads).funnel
 
     @classmethod
     def for_dataset(

@@ -14,6 +14,7 @@ a retriever cannot answer (ANN: nobody and no history) gets an all-empty row, ne
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from recfunnel.data.dataset import Interactions
 from recfunnel.funnel.candidates import Candidates, top_k_excluding
 from recfunnel.funnel.request import Requests, ragged_tail
-from recfunnel.index import Index, build_index, check_index_matches, index_from_model
+from recfunnel.index import Index, IndexFileError, build_index, check_index_matches, index_from_model
 from recfunnel.models.base import Factorised, HistoryAware
 
 __all__ = ["ANNRetriever", "ItemToItemRetriever", "PopularityRetriever", "Retriever"]
@@ -133,7 +134,9 @@ class ItemToItemRetriever:
     Args:
         item_vectors: [n_items, d] item vectors (e.g. ``model.item_vectors()``).
         recent: how many of the newest recent items count.
-        backend, **index_params: the index over the normalised vectors.
+        index: an index this class built before over the same vectors (a loaded bundle's), checked
+            against them; None builds one.
+        backend, **index_params: the index over the normalised vectors, when it is built here.
         exclude_seen: skip the requests' seen items (their own recent items included).
         name: the source name candidates record.
     """
@@ -143,6 +146,7 @@ class ItemToItemRetriever:
         item_vectors: Any,
         *,
         recent: int = 20,
+        index: Index | None = None,
         backend: str = "exact",
         exclude_seen: bool = True,
         name: str = "item2item",
@@ -154,7 +158,20 @@ class ItemToItemRetriever:
         if recent < 1:
             raise ValueError(f"recent must be >= 1, got {recent}")
         self.vectors = torch.nn.functional.normalize(v, dim=1)
-        self.index = build_index(backend, self.vectors.numpy(), normalize=False, **index_params)
+        source = {
+            "scoring": "item2item",
+            "n_items": len(v),
+            "vectors_sha256": hashlib.sha256(self.vectors.numpy().tobytes()).hexdigest(),
+        }
+        if index is None:
+            index = build_index(backend, self.vectors.numpy(), normalize=False, **index_params)
+            index.source = source
+        elif index.source != source:
+            raise IndexFileError(
+                f"the {index.backend!r} index was not built over these item vectors "
+                f"(it records {index.source or 'no source'}); rebuild it"
+            )
+        self.index = index
         self.recent, self.exclude_seen, self.name = recent, exclude_seen, name
 
     @classmethod
