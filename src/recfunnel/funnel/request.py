@@ -44,6 +44,8 @@ class Requests:
         timestamp: request time (unix seconds) or None: "now" of the log.
         unknown_users: per request the raw user id that was not known, else None.
         unknown_items: per request the raw item ids (history or exclusions) that were not known.
+        fresh: int64 [B]: how many of the recent items (at the tail) the request itself sent
+            (events newer than the stored log); None: none.
     """
 
     users: np.ndarray
@@ -54,6 +56,7 @@ class Requests:
     timestamp: int | None = None
     unknown_users: tuple[str | None, ...] = ()
     unknown_items: tuple[tuple[str, ...], ...] = ()
+    fresh: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -70,6 +73,11 @@ class Requests:
     @property
     def recent_lengths(self) -> np.ndarray:
         return np.diff(self.recent_indptr)
+
+    @property
+    def fresh_lengths(self) -> np.ndarray:
+        """int64 [B]: recent items the request sent (0 where it sent none)."""
+        return np.zeros(len(self), np.int64) if self.fresh is None else self.fresh
 
     def recent(self, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(indptr, items) tensors of the recent items of `rows` (default: all requests)."""
@@ -233,6 +241,7 @@ def resolve_requests(
     r_indptr, r_items, unknown_r = _encode_items(recent_items, b, item_vocab, n_items, "recent_items")
     e_indptr, e_items, unknown_e = _encode_items(exclude, b, item_vocab, n_items, "exclude")
     known = u >= 0
+    sent = np.diff(r_indptr)
     if histories is not None:
         h_indptr, h_items = (np.asarray(x, np.int64) for x in histories)
         rows = np.where(known, u, 0)
@@ -249,6 +258,7 @@ def resolve_requests(
         seen_rows.data[:] = 1.0
     r_indptr, r_items = ragged_tail(r_indptr, r_items, max_recent)
     return Requests(
+        fresh=np.minimum(sent, np.diff(r_indptr)),
         users=u,
         recent_indptr=r_indptr,
         recent_items=r_items,

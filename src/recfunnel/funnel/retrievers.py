@@ -24,7 +24,7 @@ from recfunnel.data.dataset import Interactions
 from recfunnel.funnel.candidates import Candidates, top_k_excluding
 from recfunnel.funnel.request import Requests, ragged_tail
 from recfunnel.index import Index, IndexFileError, build_index, check_index_matches, index_from_model
-from recfunnel.models.base import Factorised, HistoryAware
+from recfunnel.models.base import Factorised, HistoryAware, RecentEncoder
 
 __all__ = ["ANNRetriever", "ItemToItemRetriever", "PopularityRetriever", "Retriever"]
 
@@ -59,7 +59,9 @@ class ANNRetriever:
     """Nearest items to a user vector built at request time, from a Factorised model's index.
 
     The user vector: a sequence-aware model (``HistoryAware``: SASRec, GRU4Rec, Item2Vec) encodes the
-    request's recent items (the stored history tail plus the request's own events); otherwise a
+    request's recent items (the stored history tail plus the request's own events); a
+    ``RecentEncoder`` (the two-tower) puts them in its history field when the request sent events
+    of its own or names no stored user (else the stored user vector is used as it is); otherwise a
     known user gets ``model.user_vectors`` and an anonymous request with recent items the mean of
     their item vectors (fold-in by averaging). Anonymous requests without history get nothing.
 
@@ -98,17 +100,28 @@ class ANNRetriever:
     def query_vectors(self, requests: Requests) -> tuple[np.ndarray, np.ndarray]:
         """(rows [R], user vectors [R, d]) of the requests this retriever can answer."""
         has_recent = requests.recent_lengths > 0
-        sequence = isinstance(self.model, HistoryAware)
-        by_history = has_recent if sequence else np.zeros(len(requests), bool)
+        model = self.model
+        if isinstance(model, HistoryAware):  # the sequence encodes the recent items
+            by_history = has_recent
+        elif isinstance(model, RecentEncoder):  # the stored history unless the request adds to it
+            by_history = has_recent & (~requests.known | (requests.fresh_lengths > 0))
+        else:
+            by_history = np.zeros(len(requests), bool)
         by_user = requests.known & ~by_history
         by_mean = ~requests.known & has_recent & ~by_history
         rows = np.flatnonzero(by_history | by_user | by_mean)
-        d = self.model.item_vectors().shape[1]
+        d = model.item_vectors().shape[1]
         out = torch.zeros(len(rows), d)
+
+        def from_history(r: np.ndarray) -> torch.Tensor:
+            if isinstance(model, HistoryAware):
+                return model.encode_items(*requests.recent(r))
+            return model.user_vectors_from_recent(torch.from_numpy(requests.users[r]), *requests.recent(r))
+
         for mask, encode in (
-            (by_history, lambda r: self.model.encode_items(*requests.recent(r))),
-            (by_user, lambda r: self.model.user_vectors(torch.from_numpy(requests.users[r]))),
-            (by_mean, lambda r: _mean_item_vectors(self.model.item_vectors(), *requests.recent(r))),
+            (by_history, from_history),
+            (by_user, lambda r: model.user_vectors(torch.from_numpy(requests.users[r]))),
+            (by_mean, lambda r: _mean_item_vectors(model.item_vectors(), *requests.recent(r))),
         ):
             sel = np.flatnonzero(mask)
             if len(sel):

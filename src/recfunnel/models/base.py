@@ -72,6 +72,20 @@ class HistoryAware(Protocol):
 
 
 @runtime_checkable
+class RecentEncoder(Protocol):
+    """A model whose user vector can take a history given at request time instead of the one
+    stored at training time (the two-tower's pooled recent items): fresh events change the user
+    vector without retraining, and an unseen visitor gets one from their items alone."""
+
+    def user_vectors_from_recent(
+        self, users: torch.Tensor, indptr: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """users [B] (-1: anonymous) and each one's recent items (indptr [B + 1], items, oldest
+        first) -> user vectors [B, d] in the space of ``item_vectors``."""
+        ...
+
+
+@runtime_checkable
 class TwoTowerLike(Protocol):
     """A model with separate user and item towers, trained by the in-batch softmax: unit-norm
     tower outputs, a (learned) logit scale and an optional per-candidate score term."""

@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from recfunnel.data.fields import PAD, FieldSchema, FittedField
+from recfunnel.data.fields import PAD, UNK, FieldSchema, FittedField
 from recfunnel.models.base import Model, ModelConfig
 from recfunnel.nn.embeddings import FieldEmbedding
 from recfunnel.nn.mlp import MLP
 
-__all__ = ["TwoTower", "TwoTowerConfig"]
+__all__ = ["TwoTower", "TwoTowerConfig", "recent_codes"]
 
 
 class TwoTowerConfig(ModelConfig):
@@ -65,6 +65,24 @@ class TwoTowerConfig(ModelConfig):
 
 def _buffer_name(f: FittedField) -> str:
     return f"codes_{f.name}"
+
+
+def recent_codes(
+    indptr: torch.Tensor, items: torch.Tensor, codes: torch.Tensor, max_len: int
+) -> torch.Tensor:
+    """int64 [B, max_len]: the last `max_len` items of each ragged row (indptr [B + 1], items,
+    oldest first) as `codes` [n_items] of the item-id field, most recent last, PAD on the left (the
+    layout of a history field)."""
+    indptr, items = torch.as_tensor(indptr, dtype=torch.int64), torch.as_tensor(items, dtype=torch.int64)
+    lengths = indptr.diff()
+    b = len(lengths)
+    keep = torch.clamp(lengths, max=max_len)
+    row = torch.repeat_interleave(torch.arange(b), lengths)
+    from_end = lengths[row] - 1 - (torch.arange(len(items)) - indptr[:-1][row])
+    sel = from_end < keep[row]
+    out = torch.full((b, max_len), PAD, dtype=torch.int64)
+    out[row[sel], (max_len - 1 - from_end)[sel]] = codes[items[sel]]
+    return out
 
 
 class TwoTower(Model):
@@ -192,6 +210,27 @@ class TwoTower(Model):
         """Unit-norm user vectors; with ``item_bias``, times the logit scale, so that
         <user, item> + item bias is the trained logit."""
         u = self.user_embed(users)
+        return u * self.logit_scale() if self.bias_head is not None else u
+
+    def user_vectors_from_recent(
+        self, users: torch.Tensor, indptr: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """User vectors at request time (:class:`~recfunnel.models.base.RecentEncoder`): each
+        user's own fields (an anonymous -1: UNK id and categories, no multi-hot values) with the
+        history field made of the given recent items instead of the stored training ones."""
+        users = torch.as_tensor(users, dtype=torch.int64)
+        anon = users < 0
+        parts = []
+        for f in self.user_fields:
+            table = getattr(self, _buffer_name(f))
+            if f.kind == "sequence":
+                codes = getattr(self, _buffer_name(self.schema[f.shares]))
+                x = recent_codes(indptr, items, codes, table.shape[1])
+            else:
+                x = table[users.clamp(min=0)].clone()
+                x[anon] = UNK if x.dim() == 1 else PAD
+            parts.append(self.embedding.embed(f, x))
+        u = F.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=-1)
         return u * self.logit_scale() if self.bias_head is not None else u
 
     def _all_items(self, fn) -> torch.Tensor:

@@ -15,7 +15,6 @@ import torch
 
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.fields import (
-    PAD,
     FieldSchema,
     FieldSpec,
     FittedField,
@@ -26,7 +25,7 @@ from recfunnel.data.fields import (
 from recfunnel.data.movielens import movielens_tower_fields
 from recfunnel.data.sequences import user_sequences
 from recfunnel.data.splits import Split
-from recfunnel.models.towers import TwoTower, TwoTowerConfig
+from recfunnel.models.towers import TwoTower, TwoTowerConfig, recent_codes
 from recfunnel.text import encode_texts, item_texts
 
 __all__ = ["build_two_tower", "tower_fields", "tower_tables"]
@@ -50,17 +49,8 @@ def _recent_items(
 ) -> torch.Tensor:
     """int64 [n_users, max_len]: each user's last `max_len` items of the `rows` part (in time order,
     most recent last, PAD on the left), as codes of the item-id field."""
-    nu = dataset.n_users
-    indptr, items = user_sequences(dataset.interactions.take(rows), nu)
-    lengths = indptr.diff()
-    keep = torch.clamp(lengths, max=f.max_len)
-    user = torch.repeat_interleave(torch.arange(nu), lengths)
-    pos = torch.arange(len(items)) - indptr[:-1][user]  # position from the oldest
-    from_end = lengths[user] - 1 - pos
-    sel = from_end < keep[user]
-    hist = torch.full((nu, f.max_len), PAD, dtype=torch.int64)
-    hist[user[sel], (f.max_len - 1 - from_end)[sel]] = item_codes[items[sel]]
-    return hist
+    indptr, items = user_sequences(dataset.interactions.take(rows), dataset.n_users)
+    return recent_codes(indptr, items, item_codes, f.max_len)
 
 
 def tower_tables(schema: FieldSchema, dataset: Dataset, train_rows: np.ndarray) -> dict[str, torch.Tensor]:
