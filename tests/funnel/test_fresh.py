@@ -70,3 +70,38 @@ def test_anonymous_visitor_gets_a_tower_vector(tower, toy):
     seen = [toy.dataset.items.index(i) for i in ("i01", "i02")]
     mean = tower.item_vectors()[seen].mean(0).detach().numpy()  # not the averaging fallback
     assert not np.allclose(vectors[0], mean)
+
+
+@pytest.fixture(scope="module")
+def deepfm(toy):
+    cfg = RunConfig().updated(
+        {
+            "model": {"name": "deepfm"},
+            "features": {"preset": "ids"},
+            "split": {"eval_negatives": 0},
+            "train": {"epochs": 1, "progress": False, "monitor": "auc"},
+        }
+    )
+    return fit(cfg, toy.dataset, toy.split, evaluate=False).model.eval()
+
+
+@torch.no_grad()
+def test_ranker_history_from_the_request_matches_the_log(deepfm, toy):
+    """With no fresh events, the request's recent items (the stored tail) are the history the log
+    gives at request time: the two paths score alike."""
+    assert any(f.kind == "sequence" for f in deepfm.schema)
+    from recfunnel.data.sequences import from_lists
+    from recfunnel.run.scoring import candidate_scorer
+
+    scorer = candidate_scorer(deepfm, toy.dataset, toy.split)
+    users = torch.arange(6)
+    items = torch.arange(12).repeat(6, 1)
+    indptr, flat = split_histories(toy.dataset, toy.split, ("train", "valid"))
+    lists = [flat[indptr[u] : indptr[u + 1]].tolist() for u in users.tolist()]
+    torch.testing.assert_close(
+        scorer.score(users, items, None, from_lists(lists)), scorer.score(users, items)
+    )
+    fresh = from_lists([x + [40, 41, 42] for x in lists])
+    assert not torch.allclose(scorer.score(users, items, None, fresh), scorer.score(users, items))
+    anon = scorer.score(torch.tensor([-1, -1]), items[:2], None, from_lists([[1, 2], [50, 51]]))
+    assert not torch.allclose(anon[0], anon[1])  # an anonymous visitor's items are its history

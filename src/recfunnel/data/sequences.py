@@ -64,6 +64,22 @@ def split_histories(
     return user_sequences(dataset.interactions.take(np.sort(rows)), dataset.n_users)
 
 
+def tail_codes(
+    indptr: np.ndarray, items: np.ndarray, codes: np.ndarray, width: int, pad: int = 0
+) -> np.ndarray:
+    """int64 [B, width]: the last `width` items of each ragged row (indptr [B + 1], items, oldest
+    first) mapped through `codes` [n_items], most recent last, `pad` on the left: the layout of a
+    history field."""
+    indptr, items = np.asarray(indptr, np.int64), np.asarray(items, np.int64)
+    lengths = np.diff(indptr)
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    from_end = lengths[row] - 1 - (np.arange(len(items)) - indptr[:-1][row])
+    sel = from_end < width
+    out = np.full((len(lengths), width), pad, np.int64)
+    out[row[sel], width - 1 - from_end[sel]] = np.asarray(codes, np.int64)[items[sel]]
+    return out
+
+
 def from_lists(item_lists: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Ad-hoc item lists (item indices, oldest first) as (indptr [B + 1], items [nnz])."""
     counts = np.fromiter((len(x) for x in item_lists), dtype=np.int64, count=len(item_lists))

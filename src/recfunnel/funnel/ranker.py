@@ -73,9 +73,12 @@ class RetrievalScoreRanker:
 class ScorerRanker:
     """Scores candidates with a :class:`~recfunnel.run.scoring.CandidateScorer`.
 
-    Field scorers (CTR rankers, LightGBM) score anonymous requests too (unknown user: UNK user
-    fields, empty stored history) at the request's timestamp. A user x item scorer has no row for
-    an anonymous request: those rows keep their retrieval scores (`candidates.scores`).
+    Field scorers (CTR rankers, LightGBM) score every request at its timestamp, with the request's
+    recent items as the history field: the stored history's tail followed by the events the
+    request (or the service's event store) adds, so features are those of request time, not frozen
+    at training; an anonymous request has UNK user fields and its own items as history. A user x
+    item scorer has no row for an anonymous request: those rows keep their retrieval scores
+    (`candidates.scores`).
 
     Args:
         scorer: the candidate scorer (e.g. ``candidate_scorer(model, dataset, split)``).
@@ -103,7 +106,7 @@ class ScorerRanker:
         users = torch.from_numpy(requests.users[rows])
         cand = torch.from_numpy(np.where(valid[rows], items[rows], 0))  # empty slots scored, then dropped
         if self.scores_anonymous:
-            scores = self.scorer.score(users, cand, requests.timestamp)  # type: ignore[call-arg]
+            scores = self.scorer.score(users, cand, requests.timestamp, requests.recent(rows))  # type: ignore[call-arg]
         else:
             scores = self.scorer.score(users, cand)
         scores = scores.detach().float().cpu().numpy()

@@ -31,11 +31,12 @@ from pydantic import Field
 from torch import nn
 
 from recfunnel.data.fields import PAD, UNK, FieldSchema, FittedField
+from recfunnel.data.sequences import tail_codes
 from recfunnel.models.base import Model, ModelConfig
 from recfunnel.nn.embeddings import FieldEmbedding
 from recfunnel.nn.mlp import MLP
 
-__all__ = ["TwoTower", "TwoTowerConfig", "recent_codes"]
+__all__ = ["TwoTower", "TwoTowerConfig"]
 
 
 class TwoTowerConfig(ModelConfig):
@@ -65,24 +66,6 @@ class TwoTowerConfig(ModelConfig):
 
 def _buffer_name(f: FittedField) -> str:
     return f"codes_{f.name}"
-
-
-def recent_codes(
-    indptr: torch.Tensor, items: torch.Tensor, codes: torch.Tensor, max_len: int
-) -> torch.Tensor:
-    """int64 [B, max_len]: the last `max_len` items of each ragged row (indptr [B + 1], items,
-    oldest first) as `codes` [n_items] of the item-id field, most recent last, PAD on the left (the
-    layout of a history field)."""
-    indptr, items = torch.as_tensor(indptr, dtype=torch.int64), torch.as_tensor(items, dtype=torch.int64)
-    lengths = indptr.diff()
-    b = len(lengths)
-    keep = torch.clamp(lengths, max=max_len)
-    row = torch.repeat_interleave(torch.arange(b), lengths)
-    from_end = lengths[row] - 1 - (torch.arange(len(items)) - indptr[:-1][row])
-    sel = from_end < keep[row]
-    out = torch.full((b, max_len), PAD, dtype=torch.int64)
-    out[row[sel], (max_len - 1 - from_end)[sel]] = codes[items[sel]]
-    return out
 
 
 class TwoTower(Model):
@@ -225,7 +208,9 @@ class TwoTower(Model):
             table = getattr(self, _buffer_name(f))
             if f.kind == "sequence":
                 codes = getattr(self, _buffer_name(self.schema[f.shares]))
-                x = recent_codes(indptr, items, codes, table.shape[1])
+                x = torch.from_numpy(
+                    tail_codes(np.asarray(indptr), np.asarray(items), codes.numpy(), table.shape[1], PAD)
+                )
             else:
                 x = table[users.clamp(min=0)].clone()
                 x[anon] = UNK if x.dim() == 1 else PAD

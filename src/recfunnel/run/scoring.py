@@ -61,8 +61,15 @@ class FieldModelScorer:
         self.item_chunk = item_chunk
 
     @torch.no_grad()
-    def score(self, users: torch.Tensor, items: torch.Tensor, timestamp: int | None = None) -> torch.Tensor:
-        return self.ranker.score(users, items, timestamp)
+    def score(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        timestamp: int | None = None,
+        recent: tuple[Any, Any] | None = None,
+    ) -> torch.Tensor:
+        """See :meth:`~recfunnel.models.ctr.base.FieldRanker.score` (`recent`: request-time histories)."""
+        return self.ranker.score(users, items, timestamp, recent)
 
     @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.fields import (
+    PAD,
     FieldSchema,
     FieldSpec,
     FittedField,
@@ -23,9 +24,9 @@ from recfunnel.data.fields import (
     fit_schema,
 )
 from recfunnel.data.movielens import movielens_tower_fields
-from recfunnel.data.sequences import user_sequences
+from recfunnel.data.sequences import tail_codes, user_sequences
 from recfunnel.data.splits import Split
-from recfunnel.models.towers import TwoTower, TwoTowerConfig, recent_codes
+from recfunnel.models.towers import TwoTower, TwoTowerConfig
 from recfunnel.text import encode_texts, item_texts
 
 __all__ = ["build_two_tower", "tower_fields", "tower_tables"]
@@ -50,7 +51,7 @@ def _recent_items(
     """int64 [n_users, max_len]: each user's last `max_len` items of the `rows` part (in time order,
     most recent last, PAD on the left), as codes of the item-id field."""
     indptr, items = user_sequences(dataset.interactions.take(rows), dataset.n_users)
-    return recent_codes(indptr, items, item_codes, f.max_len)
+    return torch.from_numpy(tail_codes(indptr.numpy(), items.numpy(), item_codes.numpy(), f.max_len, PAD))
 
 
 def tower_tables(schema: FieldSchema, dataset: Dataset, train_rows: np.ndarray) -> dict[str, torch.Tensor]:

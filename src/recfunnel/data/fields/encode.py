@@ -23,6 +23,7 @@ from recfunnel.data.fields.declare import (
 )
 from recfunnel.data.fields.fit import fit_schema
 from recfunnel.data.fields.values import Events, gather, list_values, scalar_values
+from recfunnel.data.sequences import tail_codes
 from recfunnel.data.splits import Split
 
 
@@ -97,6 +98,7 @@ def encode_events(
     items: np.ndarray,
     timestamps: np.ndarray | None,
     log: Interactions | None = None,
+    recent: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FieldBatch:
     """Encode arbitrary (user, item, time) events: dataset rows, or candidate pairs at request time.
 
@@ -106,6 +108,9 @@ def encode_events(
         timestamps: int64 [n] unix seconds, or None when no field reads the event time.
         log: interactions that histories read (all known events; only strictly earlier ones are
             used for each row). Defaults to the dataset's interactions.
+        recent: each event's history given directly instead of read from `log` (indptr [n + 1],
+            item indices, oldest first): a request's recent items at serving time, events the log
+            does not hold yet included, for an anonymous visitor too.
     """
     ev = Events(np.asarray(users, np.int64), np.asarray(items, np.int64), timestamps)
     log = dataset.interactions if log is None else log
@@ -113,7 +118,11 @@ def encode_events(
     for f in schema:
         if f.kind == "sequence":
             item_codes = _table_codes(dataset, schema[f.shares])  # type: ignore[index]
-            out[f.name] = torch.from_numpy(_history(f, item_codes, ev, log))
+            if recent is not None:
+                hist = tail_codes(recent[0], recent[1], item_codes, f.max_len, PAD)
+            else:
+                hist = _history(f, item_codes, ev, log)
+            out[f.name] = torch.from_numpy(hist)
         elif f.kind == "multi_hot":
             spec = MultiHot(f.name, f.source, f.column)  # type: ignore[arg-type]
             flat, offsets = list_values(dataset, spec, ev)

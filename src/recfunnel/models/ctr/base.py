@@ -60,9 +60,7 @@ class CTRModel(Model):
         return {"schema": self.schema.to_json()}
 
 
-def build_ctr(
-    name: str, schema: FieldSchema, config: dict[str, Any] | ModelConfig | None = None
-) -> CTRModel:
+def build_ctr(name: str, schema: FieldSchema, config: dict[str, Any] | ModelConfig | None = None) -> CTRModel:
     """Build a registered CTR family on a fitted schema; the error lists the valid names."""
     from recfunnel.models.registry import FIELD_FAMILIES, MODELS
 
@@ -88,14 +86,32 @@ class FieldRanker:
         self.log = dataset.interactions if log is None else log
 
     @torch.no_grad()
-    def score(self, users: torch.Tensor, items: torch.Tensor, timestamp: int | None = None) -> torch.Tensor:
+    def score(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        timestamp: int | None = None,
+        recent: tuple[Any, Any] | None = None,
+    ) -> torch.Tensor:
         """users [B], items [B, C] (dataset indices; -1 = unknown) -> logits [B, C]. `timestamp`
-        (unix seconds) defaults to one second after the last logged event."""
+        (unix seconds) defaults to one second after the last logged event. `recent`: each user's
+        recent items (indptr [B + 1], items, oldest first) as the history field, instead of the
+        log's events before `timestamp` (a request's fresh events; an anonymous visitor's items)."""
         b, c = items.shape
         t = int(self.log.timestamp.max()) + 1 if timestamp is None else int(timestamp)
         u = np.repeat(users.cpu().numpy().astype(np.int64), c)
         i = items.reshape(-1).cpu().numpy().astype(np.int64)
-        batch = encode_events(self.schema, self.dataset, u, i, np.full(b * c, t, np.int64), self.log)
+        per_row = None
+        if recent is not None:  # each user's list repeated for its C candidates
+            indptr, flat = (np.asarray(x, np.int64) for x in recent)
+            owner = np.repeat(np.arange(b), c)
+            lengths = np.diff(indptr)[owner]
+            row_ptr = np.zeros(b * c + 1, np.int64)
+            np.cumsum(lengths, out=row_ptr[1:])
+            pos = np.arange(int(row_ptr[-1])) - np.repeat(row_ptr[:-1], lengths)
+            per_row = (row_ptr, flat[np.repeat(indptr[:-1][owner], lengths) + pos])
+        times = np.full(b * c, t, np.int64)
+        batch = encode_events(self.schema, self.dataset, u, i, times, self.log, recent=per_row)
         if hasattr(self.model, "eval"):
             self.model.eval()
         return self.model.score_fields(batch).reshape(b, c)
