@@ -107,5 +107,3 @@ class PairwiseBPR:
         if self.reg > 0 and isinstance(model, Regularised):
             loss = loss + self.reg * model.regulariser(batch["users"], items)
         return loss
-
-

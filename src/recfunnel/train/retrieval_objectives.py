@@ -206,5 +206,3 @@ class SkipGramNS:
             raise TypeError(f"sgns needs a SkipGram model (sgns_scores); {type(model).__name__} is not one")
         x = model.sgns_scores(batch["centre"], cand)
         return -(F.logsigmoid(x[:, 0]) + F.logsigmoid(-x[:, 1:]).sum(1)).mean()
-
-

@@ -249,5 +249,3 @@ class SeqBPRMax(_SharedNegatives):
         hit = (s * torch.sigmoid(pos.unsqueeze(1) - neg)).sum(1)
         penalty = (s * torch.nan_to_num(neg, neginf=0.0).pow(2)).sum(1)
         return self.reduce(-torch.log(hit + 1e-24) + self.reg * penalty)
-
-
