@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from recfunnel.cli import bench, evaluate, explain, funnel, index, info, recommend, train
+from recfunnel.cli import bench, evaluate, explain, funnel, index, info, recommend, serve, train
 from recfunnel.cli.common import fail, one_line
 from recfunnel.errors import RecfunnelError
 
@@ -67,6 +67,7 @@ app.command()(evaluate.evaluate)
 app.command("build-funnel")(funnel.build_funnel)
 app.command()(recommend.recommend)
 app.command()(recommend.similar)
+app.command()(serve.serve)
 app.command("index")(index.build_index)
 app.command()(explain.explain)
 app.command()(info.models)

@@ -213,6 +213,7 @@ class Funnel:
         *,
         timestamp: int | None = None,
         mmr_lambda: float | None = None,
+        filters: Filters | None = None,
     ) -> FunnelResult:
         """Top-`k` items for each request.
 
@@ -224,6 +225,8 @@ class Funnel:
             exclude: one list of item ids per request never to return.
             timestamp: the request time (unix seconds) for time-aware stages.
             mmr_lambda: diversify by MMR with this lambda (default: the funnel's).
+            filters: this call's filter stage instead of the funnel's (e.g. a request's
+                availability set).
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
@@ -243,7 +246,7 @@ class Funnel:
         timings["rank"] = _ms(t0)
 
         t0 = time.perf_counter()
-        keep = self.filters.keep(requests, cand.items, rank)
+        keep = (self.filters if filters is None else filters).keep(requests, cand.items, rank)
         final = np.where(keep, rank, -np.inf).astype(np.float32)
         timings["filter"] = _ms(t0)
 

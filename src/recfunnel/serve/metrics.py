@@ -1,0 +1,78 @@
+"""Prometheus metrics of the service (prometheus-client): requests and errors per route and
+status, request latency per route, time per funnel stage, and which bundle is served.
+
+Each app has its own registry (several apps in one process, as in the tests, do not collide).
+With several server processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``recfunnel serve --workers N``
+does): every process writes its values there and ``/metrics`` on any of them reports the sum.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["ServiceMetrics"]
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "recfunnel_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "recfunnel_request_seconds", "request latency by route", ["route"], buckets=_LATENCY, registry=r
+        )
+        self.stage = Histogram(
+            "recfunnel_stage_seconds", "time per funnel stage", ["stage"], buckets=_LATENCY, registry=r
+        )
+        self.bundle = Gauge(
+            "recfunnel_bundle_loaded_timestamp_seconds", "when each bundle id was loaded", ["bundle_id"],
+            registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+
+    def instrument(self, app: Any) -> None:
+        """Count and time every request (route template as the label, so ids do not explode it)."""
+
+        @app.middleware("http")
+        async def _timed(request: Any, call_next: Any) -> Any:
+            t0 = time.perf_counter()
+            status = 500
+            try:
+                response = await call_next(request)
+                status = response.status_code
+                return response
+            finally:
+                route = request.scope.get("route")
+                name = getattr(route, "path", "unmatched")
+                self.requests.labels(name, str(status)).inc()
+                self.latency.labels(name).observe(time.perf_counter() - t0)
+
+    def stages(self, timings_ms: dict[str, float]) -> None:
+        for name, ms in timings_ms.items():
+            self.stage.labels(name).observe(ms / 1000.0)
+
+    def reloaded(self, bundle_id: str) -> None:
+        self.bundle.labels(bundle_id).set(time.time())
+
+    def render(self) -> tuple[bytes, str]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
