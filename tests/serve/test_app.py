@@ -166,7 +166,7 @@ def test_bad_events_and_oversized_bodies(client):
     for body in bad:
         res = client.post("/events", json=body)
         assert res.status_code == 422 and res.json()["error"], res.text
-    huge = b'{"recent_items": ["' + b"x" * 2_000_000 + b'"]}'
+    huge = b'{"recent_items": ["' + b"x" * 10_000_000 + b'"]}'
     assert (
         client.post("/recommend", content=huge, headers={"content-type": "application/json"}).status_code
         == 413
@@ -184,7 +184,7 @@ def test_memory_stays_bounded_under_bad_requests(client):
     for _ in range(200):
         client.post("/recommend", content=b"{bad", headers={"content-type": "application/json"})
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(1500):
+    for _ in range(500):
         client.post("/recommend", content=b'{"k": -1}', headers={"content-type": "application/json"})
         client.post("/recommend", content=b"\xff\xfe", headers={"content-type": "application/json"})
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024
@@ -299,13 +299,12 @@ def test_two_worker_processes_share_the_port_and_the_store(bundles, tmp_path):
     try:
         _wait_ready(port, proc)
         base = f"http://127.0.0.1:{port}"
-        pids = set()
-        for i in range(40):  # new connections spread over both processes
+        for i in range(40):  # a new connection each: the kernel spreads them over both processes
             with httpx.Client() as c:
-                c.post(f"{base}/events", json={"events": [{"user": "w", "item": f"i{i % 60:02d}"}]})
-                pids.add(c.get(f"{base}/metrics").text.count("\n") > 0)
+                ack = c.post(f"{base}/events", json={"events": [{"user": "w", "item": f"i{i % 60:02d}"}]})
+                assert ack.status_code == 200
         res = httpx.post(f"{base}/recommend", json={"user_id": "w", "k": 5}).json()
-        assert res["fresh_events"] == 40 or res["fresh_events"] == 50 or res["fresh_events"] > 0
+        assert res["fresh_events"] == 40  # whichever process answers sees every acknowledged event
         metrics = httpx.get(f"{base}/metrics").text
         line = next(
             x for x in metrics.splitlines() if x.startswith('recfunnel_requests_total{route="/events"')
@@ -321,3 +320,55 @@ def test_two_worker_processes_share_the_port_and_the_store(bundles, tmp_path):
     time.sleep(0.5)
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_freshness_through_redis(bundles, redis_url):
+    """The same freshness with the Redis event store (a real redis-server)."""
+    with TestClient(create_app(ServiceSettings(bundle=bundles[0], events=redis_url))) as c:
+        before = c.post("/recommend", json={"user_id": "u07", "k": 10}).json()
+        fresh = [it["item"] for it in before["items"][:4]]
+        assert (
+            c.post("/events", json={"events": [{"user": "u07", "item": i} for i in fresh]}).json()["stored"]
+            == 4
+        )
+        after = c.post("/recommend", json={"user_id": "u07", "k": 10}).json()
+        assert after["fresh_events"] == 4
+        assert not set(fresh) & {it["item"] for it in after["items"]}
+        assert [it["item"] for it in after["items"]] != [it["item"] for it in before["items"]]
+
+
+@pytest.mark.slow
+def test_kill_9_after_acknowledged_events_loses_none(bundles, tmp_path):
+    """Events acknowledged by a service process survive its SIGKILL; a restarted service uses them."""
+    import httpx
+
+    from recfunnel.serve.events import open_event_store
+
+    db = tmp_path / "ev.db"
+    cmd = [sys.executable, "-m", "recfunnel.cli", "serve", str(bundles[0]), "--events", str(db)]
+    port = _free_port()
+    proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    acked = []
+    try:
+        _wait_ready(port, proc)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            for i in range(25):
+                res = c.post(
+                    "/events", json={"events": [{"user": "k9", "item": f"i{i:02d}", "timestamp": 100 + i}]}
+                )
+                assert res.status_code == 200
+                acked.append(f"i{i:02d}")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # no shutdown of any kind
+        proc.wait(timeout=30)
+    with open_event_store(str(db)) as store:
+        assert [e.item for e in store.recent(["k9"], 100)[0]] == acked
+    port = _free_port()
+    proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_ready(port, proc)
+        out = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"user_id": "k9", "k": 5}).json()
+        assert out["fresh_events"] == 25
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
