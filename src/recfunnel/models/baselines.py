@@ -45,7 +45,8 @@ class EASE(Model):
     """Embarrassingly Shallow Autoencoder (Steck, WWW 2019).
 
     B = I - P diagMat(1 / diag(P)) with P = (X^T X + lambda I)^{-1} (eq. 8); scores = X_u B.
-    The model keeps each user's training row, since scores are a function of it."""
+    The model keeps each user's training row (binary, or the run's ``data.values``), since scores
+    are a function of it."""
 
     family = "ease"
     Config = EASEConfig
@@ -56,6 +57,7 @@ class EASE(Model):
         self.register_buffer("weights", torch.zeros(n_items, n_items))
         self.register_buffer("hist_indptr", torch.zeros(n_users + 1, dtype=torch.long))
         self.register_buffer("hist_indices", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("hist_values", torch.zeros(0))
 
     def fit_matrix(self, train: sp.csr_matrix) -> None:
         x = train.astype(np.float64)
@@ -67,6 +69,14 @@ class EASE(Model):
         self.weights = torch.from_numpy(b.astype(np.float32))
         self.hist_indptr = torch.from_numpy(train.indptr.astype(np.int64))
         self.hist_indices = torch.from_numpy(train.indices.astype(np.int64))
+        self.hist_values = torch.from_numpy(train.data.astype(np.float32))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "hist_values"
+        if key not in state_dict and prefix + "hist_indices" in state_dict:  # saved before values: binary
+            state_dict[key] = torch.ones(len(state_dict[prefix + "hist_indices"]))
+            self.hist_values = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _rows(self, users: torch.Tensor) -> torch.Tensor:
         starts, ends = self.hist_indptr[users], self.hist_indptr[users + 1]
@@ -75,9 +85,9 @@ class EASE(Model):
         offs = torch.arange(int(counts.sum())) - torch.repeat_interleave(
             torch.cumsum(counts, 0) - counts, counts
         )
-        cols = self.hist_indices[torch.repeat_interleave(starts, counts) + offs]
+        at = torch.repeat_interleave(starts, counts) + offs
         x = torch.zeros(len(users), self.n_items)
-        x[row, cols] = 1.0
+        x[row, self.hist_indices[at]] = self.hist_values[at]
         return x
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ field families (the CTR rankers and LightGBM, ``inputs == "fields"``) from a fit
 
 from __future__ import annotations
 
+from recfunnel.models.autoencoders import CDAE, AutoRec, MultDAE, MultVAE
 from recfunnel.models.baselines import EASE, Popularity
 from recfunnel.models.ctr.autoint import AutoInt
 from recfunnel.models.ctr.dcnv2 import DCNv2
@@ -17,6 +18,7 @@ from recfunnel.models.ctr.fm import FM
 from recfunnel.models.ctr.gbdt import LightGBMRanker
 from recfunnel.models.ctr.lr import LR
 from recfunnel.models.ctr.widedeep import WideDeep
+from recfunnel.models.ials import IALS
 from recfunnel.models.item2vec import Item2Vec
 from recfunnel.models.mf import MF
 from recfunnel.models.ncf import GMF, MLP, NeuMF
@@ -40,6 +42,11 @@ MODELS: dict[str, type] = {
         TwoTower,
         GRU4Rec,
         SASRec,
+        AutoRec,
+        CDAE,
+        MultDAE,
+        MultVAE,
+        IALS,
         LR,
         FM,
         WideDeep,

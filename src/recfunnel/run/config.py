@@ -60,6 +60,12 @@ class DataConfig(_Strict):
         "time), refuse (an error naming the line) or keep (sequence/session logs); None: the "
         "dataset's own policy (a table's `duplicates`, else aggregate; sequence data keeps repeats)",
     )
+    values: Literal["binary", "weight", "rating"] = Field(
+        "binary",
+        description="entries of the user x item matrix handed to the families that read one (Popularity, "
+        "EASE, iALS, the autoencoders): binary (1 per pair), weight (the weight column, e.g. play "
+        "counts, summed over repeats) or rating; the other families see each pair as one positive",
+    )
 
 
 class SplitConfig(_Strict):

@@ -3,10 +3,13 @@
 
 Families and how they are fitted (none of the callers rebuilds this sequence):
 
-* closed form (Popularity, EASE): ``fit_matrix`` on the binary train matrix;
-* trained user x item models (MF, GMF, MLP, NeuMF, Item2Vec, GRU4Rec, SASRec): their objective over
-  the train interactions, early stopping on the valid part; NeuMF with ``model.pretrain`` is first
-  built from a trained GMF and MLP (He et al. 2017, eq. 13) and fine-tuned with ``model.finetune``;
+* closed form (Popularity, EASE, iALS): ``fit_matrix`` on the train matrix of ``data.values``
+  (binary, weights or ratings);
+* trained user x item models (MF, GMF, MLP, NeuMF, Item2Vec, GRU4Rec, SASRec, the autoencoders):
+  their objective over the train interactions, early stopping on the valid part (the autoencoders,
+  ``MatrixInput``, are first handed the train matrix of ``data.values``); NeuMF with
+  ``model.pretrain`` is first built from a trained GMF and MLP (He et al. 2017, eq. 13) and
+  fine-tuned with ``model.finetune``;
 * two-tower: its feature fields fitted on the train part (:func:`recfunnel.run.towers.build_two_tower`);
 * field families (the CTR rankers and LightGBM): labelled rows (label = rating >= ``ctr.threshold``)
   encoded with the feature fields, early stopping on the valid part's AUC.
@@ -29,9 +32,11 @@ from recfunnel.data.fields import CTRPart, FieldSchema, ctr_parts
 from recfunnel.data.readers import load_dataset, read_table
 from recfunnel.data.sequences import user_sequences
 from recfunnel.data.splits import Split, make_split
+from recfunnel.errors import ConfigError
 from recfunnel.eval.ctr import ctr_validator
 from recfunnel.eval.protocols import evaluate as evaluate_protocol
 from recfunnel.eval.result import Result
+from recfunnel.models.autoencoders import MatrixInput
 from recfunnel.models.base import HistoryAware, Model, build_model, model_class
 from recfunnel.models.ctr.base import build_ctr
 from recfunnel.run.config import DataConfig, RunConfig, SplitConfig
@@ -91,12 +96,13 @@ def load_data(cfg: DataConfig) -> Dataset:
 
 def data_notes(cfg: RunConfig, dataset: Dataset) -> list[str]:
     """What a user should know about the data a run reads: the readers' notes (merged duplicate
-    rows, repeats kept, ...) and that the chosen model ignores a weight column."""
+    rows, repeats kept, ...) and that the run ignores a weight column."""
     notes = list(dataset.notes)
-    if dataset.interactions.weight is not None:
+    if dataset.interactions.weight is not None and cfg.data.values != "weight":
         notes.append(
             f"{cfg.model.name} ignores the weight column: each (user, item) pair counts as one "
-            "positive whatever its weight (no family reads weights yet)"
+            "positive whatever its weight (data.values = 'weight' hands the weights to Popularity, "
+            "EASE, iALS and the autoencoders)"
         )
     return notes
 
@@ -177,14 +183,19 @@ def _train(
     train = sp.part(ds, "train")
     if not model.trainable:
         t0 = time.perf_counter()
-        model.fit_matrix(train.matrix(ds.n_users, ds.n_items))
+        model.fit_matrix(_train_matrix(cfg, ds, train))
         return TrainReport(seconds=time.perf_counter() - t0), None
+    if isinstance(model, MatrixInput):
+        model.set_matrix(_train_matrix(cfg, ds, train))
     name, params = cfg.objective.name or model.objective, dict(cfg.objective.params)
     if name in SEQUENCE_OBJECTIVES and hasattr(model.config, "max_len"):
         params.setdefault("max_len", model.config.max_len)  # windows as long as the model reads
     objective = build_objective(name, train, ds.n_users, ds.n_items, **params)
+    values = {"values": cfg.data.values} if cfg.data.values != "binary" else {}
     settings = json.dumps(
-        {"model": model.config.model_dump(mode="json"), "objective": params}, sort_keys=True, default=str
+        {"model": model.config.model_dump(mode="json"), "objective": params, **values},
+        sort_keys=True,
+        default=str,
     )
     identity = data_identity(
         ds, sp, model=model.family, objective=name, settings=hashlib.sha256(settings.encode()).hexdigest()
@@ -198,6 +209,18 @@ def _train(
         identity=identity,
     )
     return report, objective
+
+
+def _train_matrix(cfg: RunConfig, ds: Dataset, train: Any) -> Any:
+    """The user x item train matrix with the entries `cfg.data.values` names."""
+    values = cfg.data.values
+    if values != "binary" and getattr(train, values) is None:
+        have = [f"'{v}'" for v in ("weight", "rating") if getattr(train, v) is not None]
+        raise ConfigError(
+            f"data.values = {values!r}, but dataset {ds.name!r} has no {values} column; valid here: "
+            + ", ".join(["'binary'", *have])
+        )
+    return train.matrix(ds.n_users, ds.n_items, values)
 
 
 def _fit_user_item(

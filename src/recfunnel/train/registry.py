@@ -12,6 +12,7 @@ from typing import Any
 
 from recfunnel.data.dataset import Interactions
 from recfunnel.errors import ConfigError
+from recfunnel.train.ae_objectives import AutoRecLoss, DenoisingLogistic, MultinomialLikelihood
 from recfunnel.train.labelled import LabelledBCE
 from recfunnel.train.objectives import Objective, PairwiseBPR, PointwiseBCE
 from recfunnel.train.retrieval_objectives import InBatchSoftmax, SkipGramNS
@@ -22,7 +23,19 @@ __all__ = ["OBJECTIVES", "ROW_OBJECTIVES", "SEQUENCE_OBJECTIVES", "build_objecti
 #: objectives over interactions: name -> class (built with (train, n_users, n_items, **params))
 OBJECTIVES: dict[str, type] = {
     cls.name: cls
-    for cls in (PointwiseBCE, PairwiseBPR, InBatchSoftmax, SkipGramNS, SeqBCE, SeqCE, SeqSampledCE, SeqBPRMax)
+    for cls in (
+        PointwiseBCE,
+        PairwiseBPR,
+        InBatchSoftmax,
+        SkipGramNS,
+        SeqBCE,
+        SeqCE,
+        SeqSampledCE,
+        SeqBPRMax,
+        MultinomialLikelihood,
+        DenoisingLogistic,
+        AutoRecLoss,
+    )
 }
 #: the sequence objectives (their windows are as long as the model reads: `max_len`)
 SEQUENCE_OBJECTIVES: frozenset[str] = frozenset(c.name for c in (SeqBCE, SeqCE, SeqSampledCE, SeqBPRMax))
