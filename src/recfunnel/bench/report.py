@@ -272,6 +272,7 @@ GENERIC_METRICS = {
     "ctr-ml100k": ("auc", "logloss", "gauc"),
     "ann": ("recall@10", "recall@100", "qps_1t", "qps_2t"),
     "retrieval-ml100k": ("ndcg@10", "recall@20", "recall@50", "recall@100", "hr@10", "hr@50"),
+    "funnel-ml100k": ("ndcg@10", "recall@10", "cand_recall@200", "cand_recall"),
     "optim": ("sparse_adam_ms", "dense_adam_ms", "dense_over_sparse"),
 }
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "recall@20", "mrr@20")

@@ -70,6 +70,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "ctr-ml100k": _lazy("recfunnel.bench.ctr", "run_ctr_suite"),
     "ann": _lazy("recfunnel.bench.ann", "run_ann_suite"),
     "retrieval-ml100k": _lazy("recfunnel.bench.retrieval", "run_retrieval_suite"),
+    "funnel-ml100k": _lazy("recfunnel.bench.funnel", "run_funnel_suite"),
     "optim": _lazy("recfunnel.bench.optim", "run_optim_suite"),
     **{
         n: _lazy("recfunnel.bench.seq", "SEQ_SUITES", n)

@@ -17,6 +17,7 @@ MMR), :mod:`.funnel` (:class:`Funnel`, :class:`FunnelResult`).
 """
 
 from recfunnel.funnel.candidates import Candidates
+from recfunnel.funnel.evaluate import FunnelEval, evaluate_funnel
 from recfunnel.funnel.filters import BusinessRule, Filters, mmr
 from recfunnel.funnel.funnel import Funnel, FunnelResult
 from recfunnel.funnel.merge import fetch_sizes, merge
@@ -42,6 +43,7 @@ __all__ = [
     "Candidates",
     "Filters",
     "Funnel",
+    "FunnelEval",
     "FunnelResult",
     "ItemToItemRetriever",
     "PopularityRetriever",
@@ -51,6 +53,7 @@ __all__ = [
     "RetrievalScoreRanker",
     "Retriever",
     "ScorerRanker",
+    "evaluate_funnel",
     "fetch_sizes",
     "merge",
     "mine_negatives",
