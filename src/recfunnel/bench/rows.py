@@ -9,6 +9,7 @@ the epoch log and the timing figures read the same in every suite's JSON.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from recfunnel.atomic import atomic_write_text
+from recfunnel.eval.stats import pack_vector
 
 if TYPE_CHECKING:
     from recfunnel.run import FitResult
@@ -35,6 +37,7 @@ __all__ = [
     "merged_with_file",
     "param_count",
     "peak_rss_mb",
+    "per_user_keys",
     "result_rows",
     "run_config_json",
     "utc_now",
@@ -186,7 +189,9 @@ def result_rows(
     isolated: bool,
 ) -> list[dict]:
     """One bench row per evaluation Result of a model: the row contract's keys, `extra` (the
-    model's training figures) and the data sizes, machine and date."""
+    model's training figures) and the data sizes, machine and date; a Result's per-user vectors as
+    ``per_user`` ({metric: :func:`~recfunnel.eval.stats.pack_vector` text}) with ``per_user_users``,
+    a fingerprint of the users they belong to (rows pair on it)."""
     peak, machine, date = peak_rss_mb(), machine_info(), utc_now()
     return [
         {
@@ -212,9 +217,20 @@ def result_rows(
             "quick": quick,
             "machine": machine,
             "date": date,
+            **per_user_keys(r),
         }
         for r in results
     ]
+
+
+def per_user_keys(result: Any) -> dict[str, Any]:
+    """The row keys of a Result's per-user vectors (none without them): ``per_user`` and
+    ``per_user_users`` (see :func:`result_rows`), for suites that build their rows themselves."""
+    per_user, users = getattr(result, "per_user", None), getattr(result, "users", None)
+    if not per_user or users is None:
+        return {}
+    digest = hashlib.sha256(np.ascontiguousarray(users, dtype="<i8").tobytes()).hexdigest()[:16]
+    return {"per_user": {k: pack_vector(v) for k, v in per_user.items()}, "per_user_users": digest}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,7 +240,8 @@ def result_rows(
 def aggregate_seeds(rows: Sequence[dict]) -> list[dict]:
     """One ``aggregate`` row per (model, protocol) that has rows of two or more seeds: every
     numeric metric as the mean over the seeds (``metrics``) and its standard deviation, ddof=1
-    (``metrics_std``); the other keys from the seed-0 (first) row, ``seeds`` listing the seeds."""
+    (``metrics_std``); the other keys from the seed-0 (first) row but its per-user vectors (the
+    seed rows keep theirs), ``seeds`` listing the seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if not r.get("aggregate"):
@@ -238,7 +255,7 @@ def aggregate_seeds(rows: Sequence[dict]) -> list[dict]:
         times = np.array([r.get("train_seconds") or 0.0 for r in rs], dtype=np.float64)
         out.append(
             {
-                **rs[0],
+                **{k: v for k, v in rs[0].items() if k not in ("per_user", "per_user_users")},
                 "seed": None,
                 "seeds": [r.get("seed") for r in rs],
                 "aggregate": True,

@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from recfunnel.cli import bench, evaluate, explain, funnel, index, info, recommend, serve, train
+from recfunnel.cli import bench, evaluate, explain, funnel, index, info, recommend, report, serve, train
 from recfunnel.cli.common import fail, one_line
 from recfunnel.errors import RecfunnelError
 
@@ -74,3 +74,4 @@ app.command()(info.models)
 app.command()(info.datasets)
 app.command()(bench.bench)
 app.command("bench-report")(bench.bench_report)
+app.command()(report.report)

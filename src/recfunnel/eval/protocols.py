@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,11 +18,33 @@ import torch
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.sequences import split_histories
 from recfunnel.data.splits import Split
+from recfunnel.eval.guardrails import guardrail_metrics, item_feature_vectors, item_popularity
 from recfunnel.eval.metrics import ranking_metrics, ranks_of_relevant
 from recfunnel.eval.result import Result
-from recfunnel.models.base import FullScorer, HistoryAware, Scorer
+from recfunnel.models.base import Factorised, FullScorer, HistoryAware, Scorer
 
 DEFAULT_KS = (5, 10, 20)
+#: metrics kept per user (at the headline K) when asked: those of paired tests and intervals
+PER_USER_METRICS = ("ndcg", "recall")
+
+
+def headline_k(ks: Sequence[int]) -> int:
+    """The cut-off of per-user vectors and guardrails: 10 where evaluated, else the largest K."""
+    return 10 if 10 in ks else max(ks)
+
+
+def _keep_per_user(store: dict[str, list[np.ndarray]], per_user: dict[str, torch.Tensor], k: int) -> None:
+    for name in PER_USER_METRICS:
+        store.setdefault(f"{name}@{k}", []).append(per_user[f"{name}@{k}"].cpu().numpy())
+
+
+def _diversity_vectors(model: object, dataset: Dataset) -> Any:
+    """Genre (list-column) multi-hot vectors of the item table, else the model's item vectors,
+    else None."""
+    vectors = item_feature_vectors(dataset.item_features)
+    if vectors is None and isinstance(model, Factorised):
+        vectors = model.item_vectors().detach().float().cpu()
+    return vectors
 
 
 def _padded_rows(m: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,13 +93,23 @@ def evaluate_full(
     name: str = "",
     seed: int = 0,
     mask_seen: bool = True,
+    *,
+    guardrails: bool = False,
+    per_user: bool = False,
+    item_vectors: Any = None,
 ) -> Result:
     """Rank every item for each user of `part`; items the user had in train (and valid, when
     `part` is test) are masked. Relevant items: the user's interactions in `part`.
 
     `mask_seen=False` ranks every item, seen ones included (protocol "full-unmasked"): session
     data, where the next event is often an item viewed earlier in the same session (62% of the
-    last events of the Diginetica sample), is evaluated this way (GRU4Rec, SR-GNN)."""
+    last events of the Diginetica sample), is evaluated this way (GRU4Rec, SR-GNN).
+
+    `guardrails`: add the beyond-accuracy metrics of each user's top-K list at the headline K
+    (:func:`headline_k`; :mod:`recfunnel.eval.guardrails`), popularity from the train part;
+    diversity over `item_vectors` [n_items, d] when given, else the item table's genres, else the
+    model's item vectors (left out when there are none). Costs one top-K per batch.
+    `per_user`: keep NDCG and recall at the headline K per user (``Result.per_user``)."""
     t0 = time.perf_counter()
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -85,6 +118,9 @@ def evaluate_full(
     mask = _masks(dataset, split, part)
     users = split.eval_users(dataset, part)
     sums: dict[str, float] = {}
+    hk = headline_k(ks)
+    kept: dict[str, list[np.ndarray]] = {}
+    tops: list[np.ndarray] = []
     with _history_for(model, dataset, split, part):
         for start in range(0, len(users), batch_size):
             ub = users[start : start + batch_size]
@@ -95,12 +131,24 @@ def evaluate_full(
                 rr = torch.arange(len(ub)).unsqueeze(1).expand_as(mcols)[valid]
                 scores[rr, mcols[valid]] = float("-inf")
             rel, n_rel = _padded_rows(target, ub)
-            per_user = ranking_metrics(ranks_of_relevant(scores, rel), n_rel, ks, n_items=scores.shape[1])
-            for k, v in per_user.items():
+            user_metrics = ranking_metrics(ranks_of_relevant(scores, rel), n_rel, ks, n_items=scores.shape[1])
+            for k, v in user_metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
+            if per_user:
+                _keep_per_user(kept, user_metrics, hk)
+            if guardrails:
+                top = torch.topk(scores, min(hk, scores.shape[1]), dim=1)
+                tops.append(torch.where(top.values > float("-inf"), top.indices, -1).cpu().numpy())
+    metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
+    if guardrails and tops:  # before train mode is restored: a model's own item vectors in eval mode
+        train = split.part(dataset, "train").matrix(dataset.n_users, dataset.n_items)
+        vectors = item_vectors if item_vectors is not None else _diversity_vectors(model, dataset)
+        n_train_users = int((np.diff(train.indptr) > 0).sum())
+        metrics |= guardrail_metrics(
+            np.concatenate(tops), item_popularity(train), max(1, n_train_users), vectors
+        )
     if was_training and hasattr(model, "train"):
         model.train()
-    metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
     return Result(
         name or getattr(model, "family", type(model).__name__),
         dataset.name,
@@ -112,6 +160,8 @@ def evaluate_full(
         len(users),
         metrics,
         time.perf_counter() - t0,
+        per_user={k: np.concatenate(v).astype(np.float64) for k, v in kept.items()} if per_user else None,
+        users=np.asarray(users, dtype=np.int64) if per_user else None,
     )
 
 
@@ -125,11 +175,14 @@ def evaluate_sampled(
     batch_size: int = 1024,
     name: str = "",
     seed: int = 0,
+    *,
+    per_user: bool = False,
 ) -> Result:
     """Rank each user's held-out item (column 0) against the split's fixed negatives.
 
     Needs a split with one held-out item per user (leave-one-out or random_holdout) and
-    negatives drawn by `Split.with_negatives`; the protocol is named "sampled-<n>"."""
+    negatives drawn by `Split.with_negatives`; the protocol is named "sampled-<n>".
+    `per_user`: keep NDCG and recall at the headline K per user (``Result.per_user``)."""
     t0 = time.perf_counter()
     negs = split.negatives.get(part)
     if negs is None or len(negs) == 0:
@@ -144,6 +197,7 @@ def evaluate_sampled(
     if hasattr(model, "eval"):
         model.eval()
     sums: dict[str, float] = {}
+    kept: dict[str, list[np.ndarray]] = {}
     with _history_for(model, dataset, split, part):
         for start in range(0, len(users), batch_size):
             ub = torch.from_numpy(users[start : start + batch_size])
@@ -154,14 +208,16 @@ def evaluate_sampled(
             )
             scores = model.score(ub, cand).float()
             rel = torch.zeros(len(ub), 1, dtype=torch.long)
-            per_user = ranking_metrics(
+            user_metrics = ranking_metrics(
                 ranks_of_relevant(scores, rel),
                 torch.ones(len(ub), dtype=torch.long),
                 ks,
                 n_items=scores.shape[1],
             )
-            for k, v in per_user.items():
+            for k, v in user_metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
+            if per_user:
+                _keep_per_user(kept, user_metrics, headline_k(ks))
     if was_training and hasattr(model, "train"):
         model.train()
     metrics = {k: v / max(1, len(users)) for k, v in sums.items()}
@@ -176,6 +232,8 @@ def evaluate_sampled(
         len(users),
         metrics,
         time.perf_counter() - t0,
+        per_user={k: np.concatenate(v).astype(np.float64) for k, v in kept.items()} if per_user else None,
+        users=np.asarray(users, dtype=np.int64) if per_user else None,
     )
 
 
@@ -188,12 +246,26 @@ def evaluate(
     ks: Sequence[int] = DEFAULT_KS,
     name: str = "",
     seed: int = 0,
+    *,
+    guardrails: bool = False,
+    per_user: bool = False,
 ) -> Result:
-    """Dispatch on protocol name: "full", "full-unmasked" (seen items not masked) or "sampled"."""
+    """Dispatch on protocol name: "full", "full-unmasked" (seen items not masked) or "sampled".
+    `guardrails` (full ranking only: sampled lists are not recommendations) and `per_user`: see
+    :func:`evaluate_full`."""
     if protocol in ("full", "full-unmasked"):
         return evaluate_full(
-            model, dataset, split, part, ks, name=name, seed=seed, mask_seen=protocol == "full"
+            model,
+            dataset,
+            split,
+            part,
+            ks,
+            name=name,
+            seed=seed,
+            mask_seen=protocol == "full",
+            guardrails=guardrails,
+            per_user=per_user,
         )
     if protocol.startswith("sampled"):
-        return evaluate_sampled(model, dataset, split, part, ks, name=name, seed=seed)
+        return evaluate_sampled(model, dataset, split, part, ks, name=name, seed=seed, per_user=per_user)
     raise ValueError(f"unknown protocol {protocol!r}; valid: full, full-unmasked, sampled")

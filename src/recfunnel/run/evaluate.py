@@ -3,6 +3,11 @@ user x item models, pointwise AUC / logloss / GAUC for field families (CTR ranke
 
     results = evaluate_run(fit_result)                       # the run's own eval section, test part
     results = evaluate_run(fit_result, part="valid", protocols=("full",), ks=(10,))
+
+Full-ranking results carry the guardrail metrics of the top-K lists at the headline K (coverage,
+Gini, diversity, novelty, popularity percentile, long-tail share: :mod:`recfunnel.eval.guardrails`)
+and every ranking result keeps NDCG / recall at that K per user (``Result.per_user``), unless
+``guardrails=False`` / ``per_user=False``: one top-K per scored batch and two floats per user.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ def evaluate_model(
     name: str = "",
     seed: int = 0,
     skip_unavailable: bool = True,
+    guardrails: bool = True,
+    per_user: bool = True,
 ) -> list[Result]:
     """One Result per ranking protocol for a user x item model on `part` of `split`. A sampled
     protocol needs the split's fixed negatives for `part`: without them it is skipped
-    (`skip_unavailable`) or refused with the reason."""
+    (`skip_unavailable`) or refused with the reason. `guardrails`: beyond-accuracy metrics of the
+    full-ranking top-K lists; `per_user`: per-user NDCG / recall at the headline K."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; valid: {', '.join(PARTS)}")
     if not ks or any(k < 1 for k in ks):
@@ -57,7 +65,16 @@ def evaluate_model(
             )
         out.append(
             evaluate_protocol(
-                model, dataset, split, protocol, part, tuple(ks), name=name or model.family, seed=seed
+                model,
+                dataset,
+                split,
+                protocol,
+                part,
+                tuple(ks),
+                name=name or model.family,
+                seed=seed,
+                guardrails=guardrails,
+                per_user=per_user,
             )
         )
     return out
@@ -69,9 +86,13 @@ def evaluate_run(
     protocols: Sequence[str] | None = None,
     ks: Sequence[int] | None = None,
     name: str = "",
+    *,
+    guardrails: bool = True,
+    per_user: bool = True,
 ) -> list[Result]:
     """Evaluate a fitted run on `part`: ranking protocols (default: the run's eval section) for
-    user x item models; AUC / logloss / GAUC on the encoded rows for field families."""
+    user x item models; AUC / logloss / GAUC on the encoded rows for field families.
+    `guardrails` / `per_user`: see :func:`evaluate_model`."""
     cfg = res.config
     if res.parts is not None:
         if part not in PARTS:
@@ -96,4 +117,6 @@ def evaluate_run(
         ks or cfg.eval.ks,
         name=name,
         seed=cfg.train.seed,
+        guardrails=guardrails,
+        per_user=per_user,
     )
