@@ -274,6 +274,7 @@ GENERIC_METRICS = {
     "retrieval-ml100k": ("ndcg@10", "recall@20", "recall@50", "recall@100", "hr@10", "hr@50"),
     "funnel-ml100k": ("ndcg@10", "recall@10", "cand_recall@200", "cand_recall"),
     "optim": ("sparse_adam_ms", "dense_adam_ms", "dense_over_sparse"),
+    "serve-latency": ("p50_ms", "p95_ms", "p99_ms", "max_ms", "achieved_rps", "errors"),
 }
 DEFAULT_METRICS = ("hr@10", "ndcg@10", "recall@20", "mrr@20")
 

@@ -11,8 +11,9 @@ A suite is a function ``(quick, data_root, progress, models, isolate, threads) -
 The suites: ``ncf-ml100k`` (:mod:`recfunnel.bench.ncf`, where the timing and memory rules are
 written), ``ctr-ml100k`` (:mod:`~recfunnel.bench.ctr`), ``retrieval-ml100k``
 (:mod:`~recfunnel.bench.retrieval`), ``seq-video`` / ``seq-ml100k`` / ``session-diginetica``
-(:mod:`~recfunnel.bench.seq`), ``ann`` (:mod:`~recfunnel.bench.ann`) and ``optim``
-(:mod:`~recfunnel.bench.optim`).
+(:mod:`~recfunnel.bench.seq`), ``ann`` (:mod:`~recfunnel.bench.ann`), ``optim``
+(:mod:`~recfunnel.bench.optim`) and ``serve-latency`` (:mod:`~recfunnel.bench.serve_latency`: the
+HTTP service under load).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "implicit-weights": _lazy("recfunnel.bench.ae", "run_implicit_weights_suite"),
     "funnel-ml100k": _lazy("recfunnel.bench.funnel", "run_funnel_suite"),
     "optim": _lazy("recfunnel.bench.optim", "run_optim_suite"),
+    "serve-latency": _lazy("recfunnel.bench.serve_latency", "run_serve_latency_suite"),
     **{
         n: _lazy("recfunnel.bench.seq", "SEQ_SUITES", n)
         for n in ("seq-video", "seq-ml100k", "session-diginetica")

@@ -1,0 +1,480 @@
+"""Benchmark suite ``serve-latency`` (issue 13): the HTTP service under load, on two catalogues.
+
+Per catalogue (the MovieLens-100K bundle of ``examples/funnel-ml100k.toml``, and the synthetic
+1,000,000-item bundle of :mod:`recfunnel.bench.synthetic_bundle`; ``quick``: one tiny synthetic
+catalogue), both built once and cached under `cache`:
+
+1. ``recfunnel serve BUNDLE --workers 2 --events <tmp>.db`` starts on 127.0.0.1 (a subprocess; the
+   suite waits for ``/ready`` and for every worker's socket, and stops it by its process id at the
+   end, whatever happens);
+2. after a short unrecorded warm-up, three loads from the load generator in its own process
+   (:mod:`recfunnel.bench.loadgen`): (a) open loop at 300 requests/s for 30 s of ``/recommend``
+   (k=10; 90% known users, 10% anonymous visitors with 3-5 recent items), (b) the same with 10% of
+   the requests ``POST /events`` (one event of a known user), (c) closed loop at concurrency 8 for
+   20 s (saturation throughput);
+3. around each load ``/metrics`` is scraped: the mean of every ``recfunnel_stage_seconds`` stage and
+   of ``recfunnel_request_seconds`` over the load (sum / count differences), so the row splits the
+   time into funnel stages, the service's own overhead (request mean minus the funnel's total:
+   FastAPI, validation, event-store read, response) and what lies outside the handler (client
+   latency minus the request mean: queueing, HTTP, loopback).
+
+One row per (catalogue, load), following :data:`recfunnel.bench.rows.ROW_CONTRACT`: ``model`` is
+the catalogue, ``protocol`` the load; ``metrics`` hold ``/recommend``'s p50/p95/p99/max/mean ms,
+achieved and offered requests per second, sent / ok / errors, the overheads and the client's CPU
+seconds; ``stage_ms`` the stage means; ``endpoints`` every endpoint's figures; ``server_cpu_s`` the
+service processes' CPU over the load; ``bar`` (open-loop rows) the issue's target: p99 <= 25 ms
+with every offered request answered and no error. Open-loop percentiles count a request that was
+never answered (or never sent) with the time it had waited when the run ended, a lower bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recfunnel.atomic import atomic_write_text
+from recfunnel.bench.loadgen import LoadSpec, run_load_process
+from recfunnel.bench.rows import machine_info, param_count, utc_now
+from recfunnel.bench.synthetic_bundle import MILLION, TINY, build_synthetic_bundle
+from recfunnel.data.store import read_dataset
+from recfunnel.funnel.bundle import read_bundle_manifest
+from recfunnel.run.artifact import load_model
+
+__all__ = ["CATALOGUES", "run_serve_latency_suite", "scrape_metrics", "stage_means"]
+
+SUITE = "serve-latency"
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLE = REPO / "examples" / "funnel-ml100k.toml"
+DEFAULT_CACHE = REPO / "bench" / "cache"
+CATALOGUES = ("ml-100k", "synthetic-1M")
+QUICK_CATALOGUES = ("synthetic-2k",)
+P99_BAR_MS = 25.0
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# bundles
+
+
+def ml100k_bundle(cache: Path, data_root: Any, log: Log, progress: bool) -> tuple[Path, dict[str, Any]]:
+    """The bundle of ``examples/funnel-ml100k.toml`` (built once per example text and data root)."""
+    from recfunnel.funnel.build import build_funnel
+    from recfunnel.funnel.bundle import save_bundle
+    from recfunnel.funnel.config import FunnelConfig
+
+    key = hashlib.sha256(EXAMPLE.read_bytes() + str(data_root).encode()).hexdigest()[:10]
+    folder = cache / f"ml-100k-{key}"
+    bundle, info_path = folder / "bundle", folder / "info.json"
+    if info_path.is_file() and (bundle / "bundle.json").is_file():
+        log(f"ml-100k: cached bundle {bundle}")
+        return bundle, json.loads(info_path.read_text("utf-8"))
+    over = {"data": {"data_root": str(data_root)}} if data_root is not None else None
+    cfg = FunnelConfig.from_toml(EXAMPLE, over)
+    cfg = cfg if progress else cfg.without_progress()
+    log(f"ml-100k: building {EXAMPLE.name} (two-tower, HNSW, DeepFM)")
+    t0 = time.perf_counter()
+    built = build_funnel(cfg, evaluate=False, log=lambda m: log(f"ml-100k: {m}"))
+    save_bundle(built, bundle)
+    info = {"name": "ml-100k", "seconds": {**built.seconds, "total": time.perf_counter() - t0}}
+    atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
+    log(f"ml-100k: bundle saved to {bundle} in {info['seconds']['total']:.0f} s")
+    return bundle, info
+
+
+def _bundle(name: str, cache: Path, data_root: Any, log: Log, progress: bool) -> tuple[Path, dict]:
+    if name == "ml-100k":
+        return ml100k_bundle(cache, data_root, log, progress)
+    spec = {"synthetic-1M": MILLION, "synthetic-2k": TINY}[name]
+    return build_synthetic_bundle(spec, cache, log=log, progress=progress)
+
+
+def request_bodies(bundle: Path, n: int = 4000, seed: int = 0) -> dict[str, list[str]]:
+    """JSON bodies drawn from the bundle's serving log: ``/recommend`` for known users (90%) and
+    anonymous visitors with 3-5 recent items (10%), k=10; ``/events``: one event of a known user."""
+    ds = read_dataset(bundle / "data")
+    rng = np.random.default_rng(seed)
+    users, items = ds.users.ids, ds.items.ids
+    logged = np.asarray(ds.interactions.item)
+    rec = []
+    for _ in range(n):
+        if rng.random() < 0.9:
+            rec.append({"user_id": users[int(rng.integers(len(users)))], "k": 10})
+        else:
+            recent = logged[rng.integers(0, len(logged), int(rng.integers(3, 6)))]
+            rec.append({"recent_items": [items[int(i)] for i in recent], "k": 10})
+    events = [
+        {"events": [{"user": users[int(rng.integers(len(users)))], "item": items[int(logged[j])]}]}
+        for j in rng.integers(0, len(logged), n)
+    ]
+    return {"/recommend": [json.dumps(b) for b in rec], "/events": [json.dumps(b) for b in events]}
+
+
+# --------------------------------------------------------------------------------------------------
+# the service process
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return r.read()
+
+
+def _listeners(port: int) -> int:
+    """Listening TCP sockets on `port` (each worker binds its own with SO_REUSEPORT)."""
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        n += sum(1 for x in lines if x.split()[1].endswith(f":{port:04X}") and x.split()[3] == "0A")
+    return n
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pids: Sequence[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+@contextmanager
+def service(bundle: Path, workers: int, log: Log, env: dict[str, str] | None = None) -> Iterator[dict]:
+    """``recfunnel serve`` on a free port of 127.0.0.1 until the block ends (then stopped by pid)."""
+    with tempfile.TemporaryDirectory(prefix="recfunnel-serve-bench-") as tmp:
+        port = _free_port()
+        prom = Path(tmp) / "metrics"
+        prom.mkdir()
+        cmd = [sys.executable, "-m", "recfunnel.cli", "serve", str(bundle), "--port", str(port)]
+        cmd += ["--workers", str(workers), "--events", str(Path(tmp) / "events.db")]
+        full_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom), **(env or {})}
+        out = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 (closed in finally)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
+        t0 = time.perf_counter()
+        try:
+            while True:
+                if proc.poll() is not None:
+                    tail = (Path(tmp) / "serve.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"recfunnel serve exited with {proc.returncode}:\n{tail}")
+                try:
+                    ready = json.loads(_get(port, "/ready", 2.0))
+                    if _listeners(port) >= workers:
+                        break
+                except OSError:
+                    pass
+                if time.perf_counter() - t0 > 1200:
+                    raise TimeoutError(f"the service on port {port} was not ready after 1200 s")
+                time.sleep(0.5)
+            log(f"service ready on port {port} in {time.perf_counter() - t0:.1f} s ({workers} workers)")
+            yield {"port": port, "pid": proc.pid, "ready": ready, "start_seconds": time.perf_counter() - t0}
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # the parent stops its workers
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the group this suite started
+                    proc.wait(10)
+            out.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+
+
+_LINE = re.compile(r"^(recfunnel_\w+?)(?:\{(.*)\})? ([-+0-9.eE]+|NaN|[+-]Inf)$")
+
+
+def scrape_metrics(port: int) -> dict[tuple[str, str], float]:
+    """(metric name, label text) -> value of the service's ``recfunnel_*`` series."""
+    out: dict[tuple[str, str], float] = {}
+    for line in _get(port, "/metrics", 30.0).decode().splitlines():
+        m = _LINE.match(line)
+        if m and not m.group(1).endswith("_bucket"):
+            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def _mean_ms(before: dict, after: dict, name: str, label: str) -> float | None:
+    ds = after.get((f"{name}_sum", label), 0.0) - before.get((f"{name}_sum", label), 0.0)
+    dc = after.get((f"{name}_count", label), 0.0) - before.get((f"{name}_count", label), 0.0)
+    return ds / dc * 1000.0 if dc > 0 else None
+
+
+def stage_means(before: dict, after: dict) -> dict[str, float]:
+    """Mean milliseconds of every funnel stage between two scrapes."""
+    stages = sorted({lab for (n, lab) in after if n == "recfunnel_stage_seconds_count"})
+    out = {}
+    for lab in stages:
+        v = _mean_ms(before, after, "recfunnel_stage_seconds", lab)
+        if v is not None:
+            out[lab.split('"')[1]] = v
+    return out
+
+
+def _settle(port: int, pid: int, timeout: float = 300.0) -> None:
+    """Wait until the service has finished what the last load left it: over one second no
+    ``/recommend`` or ``/events`` answer completed and its processes used under 0.2 s of CPU."""
+    t0 = time.perf_counter()
+
+    def answered() -> float:
+        counts = scrape_metrics(port).items()
+        work = ('route="/recommend"', 'route="/events"')
+        return sum(v for (n, lab), v in counts if n == "recfunnel_requests_total" and lab.startswith(work))
+
+    last = answered()
+    while time.perf_counter() - t0 < timeout:
+        cpu = _cpu_seconds(_children(pid))
+        time.sleep(1.0)  # no scrape inside the window: a scrape's own CPU would count
+        busy = _cpu_seconds(_children(pid)) - cpu
+        now = answered()
+        if now == last and busy < 0.2:
+            return
+        last = now
+
+
+# --------------------------------------------------------------------------------------------------
+# the suite
+
+
+def _load_row(name: str, label: str, load: dict, before: dict, after: dict, ctx: dict[str, Any]) -> dict:
+    rec = load["endpoints"]["/recommend"]
+    stages = stage_means(before, after)
+    request_ms = _mean_ms(before, after, "recfunnel_request_seconds", 'route="/recommend"')
+    overhead = request_ms - stages["total"] if request_ms is not None and "total" in stages else None
+    outside = rec["mean_ms"] - request_ms if request_ms is not None and rec["mean_ms"] is not None else None
+    metrics = {
+        k: rec[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "achieved_rps", "sent", "ok")
+    }
+    metrics |= {
+        "errors": load["all"]["errors"],
+        "offered_rps": load["offered_rps"],
+        "all_achieved_rps": load["all"]["achieved_rps"],
+        "request_mean_ms": request_ms,
+        "framework_overhead_ms": overhead,
+        "outside_handler_ms": outside,
+        "client_cpu_s": load["client_cpu_s"],
+    }
+    row = {
+        "suite": SUITE,
+        "model": name,
+        "dataset": ctx["dataset"],
+        "protocol": label,
+        "split": ctx["split"],
+        "seed": 0,
+        "metrics": metrics,
+        "stage_ms": stages,
+        "endpoints": load["endpoints"],
+        "load": {k: v for k, v in load.items() if k not in ("endpoints", "all")},
+        "server_cpu_s": ctx["server_cpu_s"],
+        "server_cpu_share": ctx["server_cpu_s"] / load["wall_s"] if load["wall_s"] else None,
+        "load_average_before": ctx["load_before"],
+        "load_average_after": list(os.getloadavg()),
+        "train_seconds": ctx["build_seconds"],
+        "eval_seconds": load["wall_s"],
+        "peak_rss_mb": ctx["peak_rss_mb"],
+        "peak_rss_scope": "service worker processes (sum of VmHWM)",
+        "params": ctx["params"],
+        "config": ctx["config"],
+        "bundle": ctx["bundle"],
+        "epochs_run": None,
+        "best_epoch": None,
+        "samples_per_second": None,
+        "pipeline_share": None,
+    }
+    if load["mode"] == "open":
+        n = round(load["offered_rps"] * load["duration_s"])
+        served = rec["ok"] == rec["sent"] and load["all"]["ok"] == n
+        p99 = rec["p99_ms"]
+        row["bar"] = {
+            "p99_limit_ms": P99_BAR_MS,
+            "p99_ok": p99 is not None and p99 <= P99_BAR_MS,
+            "all_served": served,
+            "zero_errors": load["all"]["errors"] == 0,
+        }
+        row["bar"]["met"] = all(row["bar"][k] for k in ("p99_ok", "all_served", "zero_errors"))
+    return row
+
+
+def _catalogue_rows(
+    name: str, bundle: Path, info: dict, quick: bool, workers: int, plan: dict[str, Any], log: Log
+) -> list[dict]:
+    manifest = read_bundle_manifest(bundle, verify=False)
+    cfg = manifest["config"]
+    bodies = request_bodies(bundle)
+    rows: list[dict] = []
+    ranker = bundle / "models" / "ranker"
+    params = param_count(load_model(ranker).model) if cfg["ranker"]["kind"] == "model" else None
+    with service(bundle, workers, log, plan.get("env")) as svc:
+        port, pid = svc["port"], svc["pid"]
+        bundle_info = {
+            "id": manifest["bundle_id"],
+            "n_items": svc["ready"]["items"],
+            "sources": manifest["sources"],
+            "quotas": [r["quota"] for r in cfg["retrievers"]],
+            "retrievers": cfg["retrievers"],
+            "ranker": {k: cfg["ranker"][k] for k in ("kind", "family", "params", "features", "history")},
+            "serving_rows": manifest.get("serving_rows"),
+            "start_seconds": svc["start_seconds"],
+            **({"ann_recall": info["recall"]} if "recall" in info else {}),
+        }
+        loads = [
+            ("warm-up", "open", plan["rate"], plan["warmup_s"], {"/recommend": 1.0}),
+            (f"open-{plan['rate']:g}rps", "open", plan["rate"], plan["open_s"], {"/recommend": 1.0}),
+            (
+                f"open-{plan['rate']:g}rps+{plan['events_share']:.0%}events",
+                "open",
+                plan["rate"],
+                plan["open_s"],
+                {"/recommend": 1.0 - plan["events_share"], "/events": plan["events_share"]},
+            ),
+            (f"closed-c{plan['concurrency']}", "closed", None, plan["closed_s"], {"/recommend": 1.0}),
+        ]
+        for j, (label, mode, rate, seconds, shares) in enumerate(loads):
+            _settle(port, pid)
+            spec = LoadSpec(
+                "127.0.0.1",
+                port,
+                mode,
+                seconds,
+                {e: bodies[e] for e in shares},
+                shares,
+                rate=rate,
+                concurrency=plan["pool"] if mode == "open" else plan["concurrency"],
+                grace_s=plan["grace_s"],
+                seed=j,
+            )
+            before, load_before = scrape_metrics(port), list(os.getloadavg())
+            cpu0 = _cpu_seconds(_children(pid))
+            load = run_load_process(spec)
+            cpu1 = _cpu_seconds(_children(pid))
+            after = scrape_metrics(port)
+            rec = load["endpoints"]["/recommend"]
+            log(
+                f"{name} {label}: /recommend p50 {rec['p50_ms'] or 0:.1f} p99 {rec['p99_ms'] or 0:.1f} "
+                f"max {rec['max_ms'] or 0:.1f} ms, {load['all']['achieved_rps']:.1f} req/s answered, "
+                f"{load['all']['errors']} errors; client CPU {load['client_cpu_s']:.2f} s, "
+                f"service CPU {cpu1 - cpu0:.1f} s over {load['wall_s']:.1f} s"
+            )
+            if label == "warm-up":
+                continue
+            ctx = {
+                "dataset": manifest["dataset"]["name"],
+                "split": manifest["dataset"]["split"],
+                "server_cpu_s": cpu1 - cpu0,
+                "load_before": load_before,
+                "build_seconds": info.get("seconds", {}).get("total"),
+                "peak_rss_mb": _peak_rss_mb(_children(pid)),
+                "params": params,
+                "config": {
+                    "workers": workers,
+                    "k": 10,
+                    "mode": mode,
+                    "rate": rate,
+                    "seconds": seconds,
+                    "connections": spec.concurrency,
+                    "shares": shares,
+                    "mix": "/recommend: 90% known users, 10% anonymous with 3-5 recent items",
+                    "client": "recfunnel.bench.loadgen (asyncio + uvloop, own process)",
+                    "server_env": plan.get("env") or {},
+                },
+                "bundle": bundle_info,
+            }
+            rows.append(_load_row(name, label, load, before, after, ctx) | {"quick": quick})
+    return rows
+
+
+def run_serve_latency_suite(
+    quick: bool = False,
+    data_root: Any = None,
+    progress: bool = True,
+    models: Sequence[str] | None = None,
+    cache: str | Path | None = None,
+    workers: int = 2,
+    rate: float = 300.0,
+    concurrency: int = 8,
+    events_share: float = 0.1,
+    open_seconds: float | None = None,
+    closed_seconds: float | None = None,
+    server_env: dict[str, str] | None = None,
+) -> list[dict]:
+    """Run the suite (see the module docstring) -> its rows.
+
+    `models`: catalogues to run (default: ml-100k and synthetic-1M; quick: synthetic-2k). `cache`:
+    where bundles are built once and kept (default: ``bench/cache`` in the repository; quick runs
+    without one build in a temporary folder). `server_env`: extra environment of the service."""
+    valid = QUICK_CATALOGUES if quick else CATALOGUES
+    names = list(models) if models else list(valid)
+    unknown = [m for m in names if m not in valid]
+    if unknown:
+        raise ValueError(f"unknown catalogue(s) {unknown}; valid{' (quick)' if quick else ''}: {list(valid)}")
+    plan = {
+        "rate": 50.0 if quick else rate,
+        "open_s": open_seconds or (3.0 if quick else 30.0),
+        "closed_s": closed_seconds or (3.0 if quick else 20.0),
+        "warmup_s": 1.0 if quick else 5.0,
+        "concurrency": concurrency,
+        "pool": 32,
+        "grace_s": 10.0,
+        "events_share": events_share,
+        "env": server_env,
+    }
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[{SUITE} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    machine = machine_info() | {"load_average": list(os.getloadavg())}
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="recfunnel-serve-latency-") as tmp:
+        root = Path(cache) if cache is not None else (Path(tmp) if quick else DEFAULT_CACHE)
+        for name in names:
+            bundle, info = _bundle(name, root, data_root, log, progress)
+            rows += _catalogue_rows(name, bundle, info, quick, workers, plan, log)
+    date = utc_now()
+    return [r | {"machine": machine, "date": date} for r in rows]
