@@ -220,3 +220,14 @@ kind = "retrieval"
     (out / BUNDLE_MANIFEST).write_text("{")
     res = runner.invoke(app, ["recommend", str(out), "--user", "u01"])
     assert res.exit_code == 2 and "not valid JSON" in res.output
+
+
+def test_build_evaluation_is_stored_in_the_bundle(built, tmp_path):
+    from recfunnel.funnel import evaluate_built
+
+    ev = evaluate_built(built)
+    assert {"funnel", "retriever", "stage_ms", "users"} <= set(ev)
+    assert 0 <= ev["funnel"]["ndcg@10"] <= 1 and ev["funnel"]["cand_recall@200"] >= ev["funnel"]["recall@10"]
+    path = save_bundle(built, tmp_path / "evaluated")
+    assert json.loads((path / BUNDLE_MANIFEST).read_text())["evaluation"]["funnel"] == ev["funnel"]
+    built.evaluation = None

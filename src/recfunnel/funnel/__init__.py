@@ -10,13 +10,20 @@ service").
     )
     res = funnel.recommend(users=["196", None, None], recent_items=[[], ["242"], []], k=10)
 
-Modules: :mod:`.request` (resolving ids into :class:`Requests`), :mod:`.candidates`
+From a config: ``build_funnel(FunnelConfig.from_toml(path))`` fits the models through the run layer
+and trains the ranker; ``save_bundle`` writes one checked folder and ``Funnel.load`` reads it back.
+
+Modules: :mod:`.config`, :mod:`.build`, :mod:`.bundle`, :mod:`.evaluate`,
+:mod:`.request` (resolving ids into :class:`Requests`), :mod:`.candidates`
 (:class:`Candidates`), :mod:`.retrievers`, :mod:`.merge`, :mod:`.ranker` (the ranking stage),
 :mod:`.ranker_data` (hard-negative training rows for a funnel ranker), :mod:`.filters` (filters and
 MMR), :mod:`.funnel` (:class:`Funnel`, :class:`FunnelResult`).
 """
 
+from recfunnel.funnel.build import BuiltFunnel, build_funnel, evaluate_built
+from recfunnel.funnel.bundle import Bundle, BundleError, load_bundle, save_bundle
 from recfunnel.funnel.candidates import Candidates
+from recfunnel.funnel.config import FilterSpec, FunnelConfig, ModelSpec, RankerSpec, RetrieverSpec
 from recfunnel.funnel.evaluate import FunnelEval, evaluate_funnel
 from recfunnel.funnel.filters import BusinessRule, Filters, mmr
 from recfunnel.funnel.funnel import Funnel, FunnelResult
@@ -38,6 +45,18 @@ from recfunnel.funnel.retrievers import (
 )
 
 __all__ = [
+    "BuiltFunnel",
+    "Bundle",
+    "BundleError",
+    "FilterSpec",
+    "FunnelConfig",
+    "ModelSpec",
+    "RankerSpec",
+    "RetrieverSpec",
+    "build_funnel",
+    "evaluate_built",
+    "load_bundle",
+    "save_bundle",
     "ANNRetriever",
     "BusinessRule",
     "Candidates",

@@ -35,7 +35,7 @@ from recfunnel.run.config import CTRSection, RunConfig
 from recfunnel.run.features import ctr_fields
 from recfunnel.run.fit import FitResult, data_notes, fit, load_data, load_split
 
-__all__ = ["BuiltFunnel", "build_funnel", "make_retriever", "serving_dataset"]
+__all__ = ["BuiltFunnel", "build_funnel", "evaluate_built", "make_retriever", "serving_dataset"]
 
 Log = Callable[[str], None]
 
@@ -52,6 +52,7 @@ class BuiltFunnel:
     ranker_model: Any | None  # the trained ranker's model (kind="model")
     fits: dict[str, FitResult] = field(default_factory=dict)  # the models trained here
     seconds: dict[str, float] = field(default_factory=dict)  # per build step
+    evaluation: dict[str, Any] | None = None  # evaluate_built's figures (stored in the bundle)
 
 
 def serving_dataset(dataset: Dataset, split: Split) -> Dataset:
@@ -208,3 +209,28 @@ def build_funnel(
         max_recent=cfg.filters.max_recent,
     )
     return BuiltFunnel(cfg, funnel, ds, sp, models, ranker_model, fits, seconds)
+
+
+def evaluate_built(built: BuiltFunnel, ks: tuple[int, ...] = (10,), candidates: int = 200) -> dict[str, Any]:
+    """The built funnel, and its first ANN retriever alone (ranked by its own score, no ranker),
+    evaluated on the test part (:func:`recfunnel.funnel.evaluate.evaluate_funnel`); kept in
+    `built.evaluation` and returned: {"funnel": metrics, "retriever": metrics, "stage_ms": ...}."""
+    from recfunnel.funnel.evaluate import evaluate_funnel
+
+    funnel = built.funnel
+    whole = evaluate_funnel(funnel, built.dataset, built.split, ks=ks, candidate_ks=(candidates,))
+    out: dict[str, Any] = {"users": whole.n_users, "funnel": whole.metrics, "stage_ms": whole.stage_ms}
+    ann = next((r for r in funnel.retrievers if isinstance(r, ANNRetriever)), None)
+    if ann is not None:
+        alone = Funnel.for_dataset(
+            [ann],
+            [max(candidates, *ks)],
+            RetrievalScoreRanker(source=ann.name),
+            funnel.filters,
+            dataset=built.dataset,
+            split=built.split,
+        )
+        out["retriever"] = evaluate_funnel(alone, built.dataset, built.split, ks=ks, candidate_ks=()).metrics
+        out["retriever_source"] = ann.name
+    built.evaluation = out
+    return out

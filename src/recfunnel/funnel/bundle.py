@@ -130,6 +130,7 @@ def save_bundle(built: BuiltFunnel, out: str | os.PathLike[str]) -> Path:
             "ranker": funnel.ranker.name,
             "dataset": {"name": ds.name, "fingerprint": ds.fingerprint(), "split": split.describe()},
             "serving_rows": len(served.interactions),
+            "evaluation": built.evaluation,
             "files": digests,
         }
         text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
