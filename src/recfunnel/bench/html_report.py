@@ -481,6 +481,10 @@ def _num(v: Any) -> str:
     return f"{v:.1f}" if a >= 10 else f"{v:.4f}"
 
 
+def _secs(v: Any) -> str:
+    return "–" if not _is_num(v) else f"{v:.2f}" if v < 10 else f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+
+
 def _protocol_text(p: str) -> str:
     if p.startswith("sampled-"):
         return f"sampled: each held-out item is ranked against {p.split('-', 1)[1]} fixed negatives"
@@ -538,7 +542,7 @@ def _table_html(t: Table) -> str:
             name += f'<br><span class="ci">{ln.n_seeds} seeds</span>'
         out.append(
             f"<tr{' class=baseline' if is_base else ''}><td>{name}</td>{''.join(cells)}"
-            f"<td>{_num(ln.train_seconds)}</td></tr>"
+            f"<td>{_secs(ln.train_seconds)}</td></tr>"
         )
     out.append("</tbody></table></div>")
     return "".join(out)
