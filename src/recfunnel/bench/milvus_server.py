@@ -17,7 +17,7 @@ The package needs only the Python standard library, so it can share the project'
 pymilvus 3.0.2 on Linux x86-64. Notes on the binary: its gRPC ports listen on all interfaces (they
 are free ones, chosen here; the components call each other on 127.0.0.1), it takes a lock file in
 ``/run/milvus`` (``/tmp/milvus`` when that cannot be created) that does not stop a second server,
-and it answers 3-20 s after it starts on 2 cores (the first start on a machine also unpacks ~190 MB
+and it answers 3-20 s after it starts on 2 cores (the first start on a machine also unpacks ~250 MB
 of binaries, ~9 s).
 
 :func:`run` (this module's measurement; ``uri``: a server that is already running, else one is
