@@ -76,6 +76,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "funnel-ml100k": _lazy("recfunnel.bench.funnel", "run_funnel_suite"),
     "optim": _lazy("recfunnel.bench.optim", "run_optim_suite"),
     "serve-latency": _lazy("recfunnel.bench.serve_latency", "run_serve_latency_suite"),
+    "milvus-server": _lazy("recfunnel.bench.milvus_server", "run"),
     **{
         n: _lazy("recfunnel.bench.seq", "SEQ_SUITES", n)
         for n in ("seq-video", "seq-ml100k", "session-diginetica")
