@@ -17,9 +17,10 @@ from pathlib import Path
 from recfunnel.data.dataset import Dataset, DuplicatePolicy
 from recfunnel.data.errors import DataError
 from recfunnel.data.movielens import ML100K_GENRES, read_ml1m, read_ml100k
+from recfunnel.data.parquet import is_parquet_dataset, mapping_for_folder, read_parquet_dataset
 from recfunnel.data.schema import ColumnMapping
 from recfunnel.data.seqfiles import SEQUENCE_NOTE, read_sequences
-from recfunnel.data.tables import read_table
+from recfunnel.data.tables import read_table as read_table_file
 from recfunnel.data.text_table import COMPRESSED_SUFFIXES, listing, not_found
 from recfunnel.settings import data_root as _data_root
 from recfunnel.settings import dataset_dir
@@ -32,9 +33,20 @@ __all__ = [
     "load_dataset_from_mapping",
     "read_ml100k",
     "read_ml1m",
+    "read_parquet_dataset",
     "read_sequences",
     "read_table",
 ]
+
+
+def read_table(mapping: ColumnMapping) -> Dataset:
+    """A dataset from a column mapping: one CSV / TSV / Parquet file
+    (:func:`~recfunnel.data.tables.read_table`), or a Parquet folder or glob read out of core
+    (:func:`~recfunnel.data.parquet.read_parquet_dataset`)."""
+    if is_parquet_dataset(mapping):
+        return read_parquet_dataset(mapping)
+    return read_table_file(mapping)
+
 
 #: Alias: a dataset from a column mapping.
 load_dataset_from_mapping = read_table
@@ -75,6 +87,11 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 _LAYOUTS = "an ml-100k folder (u.data), an ml-1m folder (ratings.dat) or a sequence .txt file"
+_GLOB = "*?["
+
+
+def _parquet_folder(path: Path, policy: dict[str, DuplicatePolicy]) -> Dataset:
+    return read_parquet_dataset(mapping_for_folder(path, **policy))
 
 
 def _load_path(path: Path, policy: dict[str, DuplicatePolicy]) -> Dataset:
@@ -83,11 +100,15 @@ def _load_path(path: Path, policy: dict[str, DuplicatePolicy]) -> Dataset:
             return read_ml100k(path, **policy)
         if (path / "ratings.dat").is_file():
             return read_ml1m(path, **policy)
+        if any(path.glob("*.parquet")) or any(path.glob("*.pq")):
+            return _parquet_folder(path, policy)
         raise DataError(
             f"cannot tell the dataset layout of this folder; it holds: {listing(path)}",
             path=path,
             expected=_LAYOUTS,
         )
+    if any(c in str(path) for c in _GLOB):
+        return _parquet_folder(path, policy)
     if not path.exists():
         raise not_found(path)
     suffixes = [x.lower() for x in path.suffixes[-2:]]
@@ -104,8 +125,9 @@ def load_dataset(
     name: str, data_root: str | Path | None = None, duplicates: DuplicatePolicy | None = None
 ) -> Dataset:
     """A dataset by registry name (its folder under the data root, see :mod:`recfunnel.settings`),
-    or by path: an ml-100k folder (u.data), an ml-1m folder (ratings.dat) or a sequence .txt file
-    (optionally .txt.gz / .txt.zst).
+    or by path: an ml-100k folder (u.data), an ml-1m folder (ratings.dat), a sequence .txt file
+    (optionally .txt.gz / .txt.zst), or a folder or glob of Parquet files with columns named user,
+    item and optionally timestamp, rating, weight (read out of core, :mod:`recfunnel.data.parquet`).
 
     duplicates: what to do with rows repeating a (user, item) pair ("aggregate", "refuse",
     "keep"; see :meth:`~recfunnel.data.dataset.Dataset.deduplicated`); None: the dataset's own

@@ -31,10 +31,13 @@ class ColumnMapping(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     path: Path
-    """The interaction file (CSV, TSV or other delimited text, optionally compressed, or Parquet)."""
+    """The interaction file (CSV, TSV or other delimited text, optionally compressed, or Parquet), or a
+    Parquet dataset: a folder of part files or a glob such as "dir/*.parquet"."""
 
     format: Literal["auto", "csv", "tsv", "parquet"] = "auto"
-    """File format. "auto" decides by suffix: .parquet/.pq -> parquet, .tsv/.tab -> tsv, else csv."""
+    """File format. "auto" decides by suffix: .parquet/.pq -> parquet, .tsv/.tab -> tsv, else csv; a
+    folder is a Parquet dataset of part files. A folder or a glob ("dir/*.parquet") of Parquet files
+    is read out of core (:mod:`recfunnel.data.parquet`)."""
 
     sep: str | None = None
     """Field separator for text files; default "," for csv and a tab for tsv. Multi-character
@@ -123,6 +126,8 @@ class ColumnMapping(BaseModel):
         """The format actually used: `format`, or the one the suffix implies when it is "auto"."""
         if self.format != "auto":
             return self.format
+        if self.path.is_dir():  # a folder of part files (recfunnel.data.parquet)
+            return "parquet"
         suffix = self._plain_path.suffix.lower()
         if suffix in PARQUET_SUFFIXES:
             return "parquet"
