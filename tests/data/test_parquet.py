@@ -119,3 +119,20 @@ def test_splits_of_a_parquet_dataset(synth):
         sp = make_split(ds, method)
         assert len(sp.train) + len(sp.valid) + len(sp.test) == len(ds.interactions)
         assert len(sp.test) == len(np.unique(ds.interactions.user[sp.test]))
+
+
+def test_cli_generates_a_dataset_and_still_lists_the_named_ones(tmp_path):
+    from typer.testing import CliRunner
+
+    from recfunnel.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["datasets", "--data-root", str(tmp_path)])
+    assert listed.exit_code == 0 and "ml-100k" in listed.output
+    args = ["datasets", "generate-synthetic", "--rows", "500", "--users", "30", "--items", "20"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "d"), "--files", "2", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "d").glob("part-*.parquet"))) == 2
+    assert len(load_dataset(str(tmp_path / "d"), duplicates="keep").interactions) == 500
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "d")])
+    assert again.exit_code == 2 and "already holds part files" in again.output

@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 
 from recfunnel.cli import bench, evaluate, explain, funnel, index, info, recommend, report, serve, train
 from recfunnel.cli.common import fail, one_line
+from recfunnel.cli.synthetic import datasets_app
 from recfunnel.errors import RecfunnelError
 
 __all__ = ["app"]
@@ -71,7 +72,7 @@ app.command()(serve.serve)
 app.command("index")(index.build_index)
 app.command()(explain.explain)
 app.command()(info.models)
-app.command()(info.datasets)
+app.add_typer(datasets_app, name="datasets")
 app.command()(bench.bench)
 app.command("bench-report")(bench.bench_report)
 app.command()(report.report)
