@@ -77,6 +77,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "optim": _lazy("recfunnel.bench.optim", "run_optim_suite"),
     "serve-latency": _lazy("recfunnel.bench.serve_latency", "run_serve_latency_suite"),
     "milvus-server": _lazy("recfunnel.bench.milvus_server", "run"),
+    "out-of-core": _lazy("recfunnel.bench.out_of_core", "run"),
     **{
         n: _lazy("recfunnel.bench.seq", "SEQ_SUITES", n)
         for n in ("seq-video", "seq-ml100k", "session-diginetica")
