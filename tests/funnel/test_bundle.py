@@ -163,7 +163,13 @@ def test_index_of_other_vectors_is_refused(bundle, toy):
         ({"retrievers": [{"kind": "popular", "quota": 5}, {"kind": "popular", "quota": 5}]}, "distinct"),
         ({"retrievers": [{"kind": "popular", "quota": 3}]}, "fewer than k=10"),
         ({"models": {"ranker": {}}}, "reserved"),
-        ({"retrievers": [{"kind": "popular", "quota": 20}]}, "mine_from"),
+        (
+            {
+                "retrievers": [{"kind": "popular", "quota": 20}],
+                "ranker": {"negatives": {"hard_fraction": 0.5}},
+            },
+            "mine_from",
+        ),
         ({"ranker": {"kind": "retrieval", "source": "nope"}}, "not a retriever"),
     ],
 )
