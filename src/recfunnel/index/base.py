@@ -21,8 +21,15 @@ may reach it less reliably; rebuild when many such items arrive.
 
 Results always have shape ``[q, k]``. ``exclude`` removes per-query ids (already-seen items) by
 over-fetching ``k + longest exclusion list`` and filtering; when an approximate backend still comes back
-short, the short rows are searched again wider. Only when the catalogue minus a query's exclusions holds
-fewer than ``k`` items do results run out; the missing places hold id ``-1`` and score ``-inf``.
+short (exclusions, or an IVF probe whose cells hold fewer than ``k`` items), the short rows are searched
+again wider and merged with what they had, so widening only ever adds results: with exact scores
+(flat vectors) the merge keeps the best ``k`` of both passes, with approximate ones (IVF-PQ codes) it
+keeps every result of the narrower pass and fills only the empty places. Only when the catalogue minus
+a query's exclusions holds fewer than ``k`` items do results run out; the missing places hold id ``-1``
+and score ``-inf``. ``last_widened`` counts the widened queries of the last search and ``last_effort``
+holds, per query, the search-parameter value (IVF ``nprobe``, HNSW ``ef``) its results were actually
+searched at; ``search(..., widen=False)`` searches once at the configured value (short rows stay
+short), which is how the ``ann`` bench measures recall at a given effort.
 
 Saved form: a checked folder (``meta.json``, the backend's payload, ``ids.npy``) written in one
 atomic step, see :mod:`recfunnel.index.persist`; :meth:`Index.load` checks ``meta.json`` and every
@@ -46,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 import recfunnel
 from recfunnel.index._rows import (
+    _PAD,
     _as_ids,
     _as_matrix,
     _exclusion_rows,
@@ -101,6 +109,9 @@ class Index(ABC):
     payload_name: ClassVar[str] = "index.bin"
     #: add the norm-equalising dimension when not normalising (graph / cell backends)
     equalise_norms: ClassVar[bool] = True
+    #: whether _search returns exact inner products (flat vectors) rather than approximations (codes):
+    #: decides how a widened pass is merged with the narrower one (see :meth:`search`)
+    exact_scores: ClassVar[bool] = True
 
     def __init__(self, *, normalize: bool = True, threads: int | None = None, **params: Any) -> None:
         try:
@@ -116,6 +127,9 @@ class Index(ABC):
         self.dim: int | None = None  # query dimension (without the bias column)
         self.source: dict[str, Any] = {}  # where the vectors came from (model family, hash), free-form
         self.last_widened = 0  # queries the last search() had to search again, wider (see search)
+        #: per query of the last search(): the search-parameter value (nprobe, ef) of the widest pass
+        #: that produced its results; None for backends without one (exact)
+        self.last_effort: np.ndarray | None = None
         self._ids = np.zeros(0, dtype=np.int64)
 
     # ---- state ------------------------------------------------------------------------------
@@ -257,7 +271,9 @@ class Index(ABC):
             extra.append(np.zeros((len(q), 1), np.float32))
         return np.ascontiguousarray(np.concatenate([q, *extra], axis=1)) if extra else q
 
-    def search(self, queries: ArrayLike, k: int, exclude: Exclude = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: ArrayLike, k: int, exclude: Exclude = None, *, widen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` ids and scores per query, best first: (int64 [q, k], float32 [q, k]).
 
         `exclude`: per-query ids never to return: a sparse matrix with one row per query (column
@@ -265,7 +281,14 @@ class Index(ABC):
         Rows still hold k results; id -1 / score -inf only where the catalogue runs out. Queries that
         came back short (an IVF probe whose cells hold fewer than k + exclusions items, or most of an
         HNSW candidate list excluded) are searched again with twice the fetch and wider parameters
-        (HNSW: ef x2, IVF: nprobe x4 per round) until full or exhaustive; `last_widened` counts them."""
+        (HNSW: ef x2, IVF: nprobe x4 per round) until full or exhaustive, and each wider pass is
+        merged with what the row already held, so a widened row never loses a result it had: with
+        exact scores the best k of both passes, with approximate scores (IVF-PQ) every earlier result
+        kept and only the empty places filled. `last_widened` counts the widened queries,
+        `last_effort` gives per query the parameter value its results came from.
+
+        `widen=False`: one pass at the configured parameters, short rows left short (-1 / -inf):
+        results at exactly the configured effort, as recall-vs-effort measurements need."""
         if not self.built:
             raise RuntimeError("search() needs a built index: call build() or load() first")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -275,6 +298,8 @@ class Index(ABC):
         n = len(q)
         out_ids = np.full((n, k), -1, dtype=np.int64)
         out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        self.last_widened = 0
+        self.last_effort = None
         if n == 0 or self.count == 0:
             return out_ids, out_scores
         sorted_ex = None
@@ -286,28 +311,36 @@ class Index(ABC):
                 fetch = min(k + int(np.diff(indptr).max()), self.count)
         rows = np.arange(n)
         effort = 0
-        self.last_widened = 0
+        value = self._effort_value(fetch, effort)
+        effort_used = None if value is None else np.full(n, value, dtype=np.int64)
         with self._thread_scope():
             while True:
                 pos, scores = self._search(q[rows], fetch, effort)
                 found = np.where(pos >= 0, self._ids[np.clip(pos, 0, None)], -1)
-                drop = found < 0
+                usable = found >= 0
                 if sorted_ex is not None:
-                    drop |= _is_excluded(sorted_ex[torch.from_numpy(rows)], found)
-                # stable sort on `drop` keeps the best-first order of what survives
-                order = np.argsort(drop, axis=1, kind="stable")[:, :k]
-                kept = ~np.take_along_axis(drop, order, axis=1)
+                    usable &= ~_is_excluded(sorted_ex[torch.from_numpy(rows)], found)
+                if effort:  # a wider pass: merged with what these rows already hold
+                    found, scores, usable = _merge_passes(
+                        out_ids[rows], out_scores[rows], found, scores, usable, k, self.exact_scores
+                    )
+                # stable sort on `usable` keeps the best-first order of what survives
+                order = np.argsort(~usable, axis=1, kind="stable")[:, :k]
+                kept = np.take_along_axis(usable, order, axis=1)
                 width = order.shape[1]
                 out_ids[rows, :width] = np.where(kept, np.take_along_axis(found, order, axis=1), -1)
                 out_scores[rows, :width] = np.where(kept, np.take_along_axis(scores, order, axis=1), -np.inf)
                 short = kept.sum(axis=1) < k
-                if not short.any() or (fetch >= self.count and self._exhaustive(fetch, effort)):
+                if not widen or not short.any() or (fetch >= self.count and self._exhaustive(fetch, effort)):
                     break
-                # Rarely: exclusions plus an approximate search left a row short; search it wider.
+                # Exclusions or a small probe left a row short; search it wider.
                 rows = rows[short]
                 self.last_widened = self.last_widened or len(rows)
                 fetch = min(2 * fetch, self.count)
                 effort += 1
+                if effort_used is not None:
+                    effort_used[rows] = self._effort_value(fetch, effort)
+        self.last_effort = effort_used
         return out_ids, out_scores
 
     # ---- persistence ----------------------------------------------------------------------------
@@ -362,6 +395,11 @@ class Index(ABC):
         """Whether a search with this fetch and effort already saw every stored vector."""
         return True
 
+    def _effort_value(self, fetch: int, effort: int) -> int | None:
+        """The search-parameter value (IVF nprobe, HNSW ef) a pass with this fetch and effort runs
+        at, as reported in `last_effort`; None for a backend without one."""
+        return None
+
     def _apply_search_params(self) -> None:  # noqa: B027 (optional hook: exact search has none)
         """Push the current search parameters into the built structure."""
 
@@ -394,6 +432,41 @@ class Index(ABC):
             yield
         finally:
             torch.set_num_threads(before)
+
+
+def _merge_passes(
+    old_ids: np.ndarray,
+    old_scores: np.ndarray,
+    new_ids: np.ndarray,
+    new_scores: np.ndarray,
+    new_usable: np.ndarray,
+    k: int,
+    exact_scores: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates (ids, scores, usable) [r, k + f] of a widened pass merged with the rows' earlier
+    results, best first among the usable; the caller keeps the first k usable ones.
+
+    `old_*` [r, k]: the rows' results so far (-1 / -inf where empty; fewer than k each, or the row
+    would not have been widened). `new_*` [r, f]: the wider pass, best first. An id in both counts
+    once (the earlier entry). With exact scores the best k by score win: an earlier result that drops
+    out has k better-scoring results ahead of it, so it is not among the true top k either and recall
+    cannot fall. With approximate scores a better-looking code is no proof of a better item, so every
+    earlier result stays and the wider pass only fills the empty places (its best first)."""
+    old_usable = old_ids >= 0
+    seen = torch.from_numpy(np.sort(np.where(old_usable, old_ids, _PAD), axis=1))
+    new_usable = new_usable & ~_is_excluded(seen, new_ids)
+    if not exact_scores:
+        room = k - old_usable.sum(axis=1, keepdims=True)
+        new_usable &= np.cumsum(new_usable, axis=1) <= room
+    ids = np.concatenate([old_ids, new_ids], axis=1)
+    scores = np.concatenate([old_scores, new_scores.astype(np.float32, copy=False)], axis=1)
+    usable = np.concatenate([old_usable, new_usable], axis=1)
+    order = np.argsort(np.where(usable, -scores.astype(np.float64), np.inf), axis=1, kind="stable")
+    return (
+        np.take_along_axis(ids, order, axis=1),
+        np.take_along_axis(scores, order, axis=1),
+        np.take_along_axis(usable, order, axis=1),
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -48,12 +48,15 @@ class HNSWIndex(FaissIndex):
         if self._index is not None:
             self._index.hnsw.efSearch = self.params.ef_search
 
+    def _effort_value(self, fetch: int, effort: int) -> int:
+        # the candidate list FAISS explores: at least the fetch; a retry (effort > 0) doubles it
+        return max(self.params.ef_search, fetch) * (2**effort)
+
     def _search(self, q: np.ndarray, fetch: int, effort: int) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
-        # a retry (effort > 0) widens the candidate list with the fetch
-        ef = max(self.params.ef_search, fetch) * (2**effort)
+        ef = self._effort_value(fetch, effort)
         scores, pos = self._index.search(q, fetch, params=faiss.SearchParametersHNSW(efSearch=ef))
         return pos, scores
 
     def _exhaustive(self, fetch: int, effort: int) -> bool:
-        return max(self.params.ef_search, fetch) * (2**effort) >= self.count
+        return self._effort_value(fetch, effort) >= self.count

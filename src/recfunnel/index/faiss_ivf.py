@@ -94,12 +94,16 @@ class IVFIndex(FaissIndex):
     def _exhaustive(self, fetch: int, effort: int) -> bool:
         return self._nprobe(effort) >= self._index.nlist
 
+    def _effort_value(self, fetch: int, effort: int) -> int:
+        return self._nprobe(effort)
+
 
 class IVFPQIndex(IVFIndex):
     """faiss.IndexIVFPQ with inner product: compressed codes, approximate scores."""
 
     backend = "ivfpq"
     Params = IVFPQParams
+    exact_scores = False  # scores from PQ codes: a widened pass only fills a short row's empty places
 
     def _make(self, quantizer, dim: int, nlist: int):
         faiss = _faiss()

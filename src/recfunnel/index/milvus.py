@@ -331,6 +331,9 @@ class MilvusIndex(Index):
             return {"nprobe": min(p.nlist or 1, p.nprobe * 4**effort)}
         return {}
 
+    def _effort_value(self, fetch: int, effort: int) -> int | None:
+        return next(iter(self._effort_params(fetch, effort).values()), None)
+
     def _exhaustive(self, fetch: int, effort: int) -> bool:
         p, params = self.params, self._effort_params(fetch, effort)
         if p.index_type == "HNSW":
