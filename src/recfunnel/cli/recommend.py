@@ -57,9 +57,12 @@ def recommend(
     batch_size: Annotated[int, typer.Option(help="users scored at once with --out")] = 1024,
     progress: Annotated[bool, typer.Option(help="progress bar with --out")] = True,
     exclude: Annotated[
-        list[str], typer.Option("--exclude", "-x", help="bundle: item ids never to return (repeatable)")
+        list[str],
+        typer.Option("--exclude", "-x", help="bundle: item ids never to return (repeatable) (default: none)"),
     ] = [],
-    as_json: Annotated[bool, typer.Option("--json", help="bundle: print the answer as JSON")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="bundle: print the answer as JSON (default: a table)")
+    ] = False,
 ) -> None:
     """Top-k items for users of a saved model, with titles where the dataset has them.
 

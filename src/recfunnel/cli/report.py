@@ -26,7 +26,7 @@ def report(
         typer.Option(
             "--check",
             help="open the page in headless Chromium: fail on a broken image or a chart without alt text, "
-            "and save a screenshot",
+            "and save a screenshot (default: no check)",
         ),
     ] = False,
     screenshot: Annotated[
