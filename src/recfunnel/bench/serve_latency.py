@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recfunnel.atomic import atomic_write_text
 from recfunnel.bench.loadgen import LoadSpec, run_load_process
@@ -151,34 +152,22 @@ def _listeners(port: int) -> int:
     return n
 
 
-def _children(pid: int) -> list[int]:
+def _workers(pid: int) -> tuple[float, float]:
+    """(CPU seconds, sum of peak RSS in MB) of the processes `pid` started (the service workers)."""
     try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        return []
-
-
-def _cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0
-    for pid in pids:
+        return 0.0, 0.0
+    ticks, rss = 0, 0.0
+    for kid in kids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            stat = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+            hwm = [x for x in Path(f"/proc/{kid}/status").read_text().splitlines() if x.startswith("VmHWM:")]
+            rss += int(hwm[0].split()[1]) / 1024 if hwm else 0.0
         except (OSError, IndexError, ValueError):
             pass
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _peak_rss_mb(pids: Sequence[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return total
+    return ticks / os.sysconf("SC_CLK_TCK"), rss
 
 
 @contextmanager
@@ -269,9 +258,9 @@ def _settle(port: int, pid: int, timeout: float = 300.0) -> None:
 
     last = answered()
     while time.perf_counter() - t0 < timeout:
-        cpu = _cpu_seconds(_children(pid))
+        cpu = _workers(pid)[0]
         time.sleep(1.0)  # no scrape inside the window: a scrape's own CPU would count
-        busy = _cpu_seconds(_children(pid)) - cpu
+        busy = _workers(pid)[0] - cpu
         now = answered()
         if now == last and busy < 0.2:
             return
@@ -282,59 +271,36 @@ def _settle(port: int, pid: int, timeout: float = 300.0) -> None:
 # the suite
 
 
-def _load_row(name: str, label: str, load: dict, before: dict, after: dict, ctx: dict[str, Any]) -> dict:
+def _load_row(load: dict, before: dict, after: dict, base: dict[str, Any]) -> dict:
+    """The row of one load: `base` (the catalogue's keys) and the load's figures."""
     rec = load["endpoints"]["/recommend"]
     stages = stage_means(before, after)
     request_ms = _mean_ms(before, after, "recfunnel_request_seconds", 'route="/recommend"')
-    overhead = request_ms - stages["total"] if request_ms is not None and "total" in stages else None
-    outside = rec["mean_ms"] - request_ms if request_ms is not None and rec["mean_ms"] is not None else None
-    metrics = {
-        k: rec[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "achieved_rps", "sent", "ok")
-    }
-    metrics |= {
+    keys = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "achieved_rps", "sent", "ok")
+    metrics = {k: rec[k] for k in keys} | {
         "errors": load["all"]["errors"],
         "offered_rps": load["offered_rps"],
         "all_achieved_rps": load["all"]["achieved_rps"],
         "request_mean_ms": request_ms,
-        "framework_overhead_ms": overhead,
-        "outside_handler_ms": outside,
+        "framework_overhead_ms": request_ms - stages["total"] if request_ms and "total" in stages else None,
+        "outside_handler_ms": rec["mean_ms"] - request_ms if request_ms and rec["mean_ms"] else None,
         "client_cpu_s": load["client_cpu_s"],
     }
-    row = {
-        "suite": SUITE,
-        "model": name,
-        "dataset": ctx["dataset"],
-        "protocol": label,
-        "split": ctx["split"],
-        "seed": 0,
+    row = base | {
         "metrics": metrics,
         "stage_ms": stages,
         "endpoints": load["endpoints"],
         "load": {k: v for k, v in load.items() if k not in ("endpoints", "all")},
-        "server_cpu_s": ctx["server_cpu_s"],
-        "server_cpu_share": ctx["server_cpu_s"] / load["wall_s"] if load["wall_s"] else None,
-        "load_average_before": ctx["load_before"],
         "load_average_after": list(os.getloadavg()),
-        "train_seconds": ctx["build_seconds"],
         "eval_seconds": load["wall_s"],
-        "peak_rss_mb": ctx["peak_rss_mb"],
-        "peak_rss_scope": "service worker processes (sum of VmHWM)",
-        "params": ctx["params"],
-        "config": ctx["config"],
-        "bundle": ctx["bundle"],
-        "epochs_run": None,
-        "best_epoch": None,
-        "samples_per_second": None,
-        "pipeline_share": None,
+        "server_cpu_share": base["server_cpu_s"] / load["wall_s"] if load["wall_s"] else None,
     }
     if load["mode"] == "open":
-        n = round(load["offered_rps"] * load["duration_s"])
-        served = rec["ok"] == rec["sent"] and load["all"]["ok"] == n
         p99 = rec["p99_ms"]
         row["bar"] = {
             "p99_limit_ms": P99_BAR_MS,
             "p99_ok": p99 is not None and p99 <= P99_BAR_MS,
-            "all_served": served,
+            "all_served": load["all"]["ok"] == round(load["offered_rps"] * load["duration_s"]),
             "zero_errors": load["all"]["errors"] == 0,
         }
         row["bar"]["met"] = all(row["bar"][k] for k in ("p99_ok", "all_served", "zero_errors"))
@@ -344,12 +310,21 @@ def _load_row(name: str, label: str, load: dict, before: dict, after: dict, ctx:
 def _catalogue_rows(
     name: str, bundle: Path, info: dict, quick: bool, workers: int, plan: dict[str, Any], log: Log
 ) -> list[dict]:
+    """Serve `bundle`, run the warm-up and the three loads, one row per load."""
     manifest = read_bundle_manifest(bundle, verify=False)
     cfg = manifest["config"]
     bodies = request_bodies(bundle)
-    rows: list[dict] = []
     ranker = bundle / "models" / "ranker"
     params = param_count(load_model(ranker).model) if cfg["ranker"]["kind"] == "model" else None
+    rate, share = plan["rate"], plan["events_share"]
+    only, mixed = {"/recommend": 1.0}, {"/recommend": 1 - share, "/events": share}
+    loads = [  # label, mode, rate, seconds, shares
+        ("warm-up", "open", rate, plan["warmup_s"], only),
+        (f"open-{rate:g}rps", "open", rate, plan["open_s"], only),
+        (f"open-{rate:g}rps+{share:.0%}events", "open", rate, plan["open_s"], mixed),
+        (f"closed-c{plan['concurrency']}", "closed", None, plan["closed_s"], only),
+    ]
+    rows: list[dict] = []
     with service(bundle, workers, log, plan.get("env")) as svc:
         port, pid = svc["port"], svc["pid"]
         bundle_info = {
@@ -363,36 +338,17 @@ def _catalogue_rows(
             "start_seconds": svc["start_seconds"],
             **({"ann_recall": info["recall"]} if "recall" in info else {}),
         }
-        loads = [
-            ("warm-up", "open", plan["rate"], plan["warmup_s"], {"/recommend": 1.0}),
-            (f"open-{plan['rate']:g}rps", "open", plan["rate"], plan["open_s"], {"/recommend": 1.0}),
-            (
-                f"open-{plan['rate']:g}rps+{plan['events_share']:.0%}events",
-                "open",
-                plan["rate"],
-                plan["open_s"],
-                {"/recommend": 1.0 - plan["events_share"], "/events": plan["events_share"]},
-            ),
-            (f"closed-c{plan['concurrency']}", "closed", None, plan["closed_s"], {"/recommend": 1.0}),
-        ]
-        for j, (label, mode, rate, seconds, shares) in enumerate(loads):
+        for j, (label, mode, r, seconds, shares) in enumerate(loads):
             _settle(port, pid)
+            connections = plan["pool"] if mode == "open" else plan["concurrency"]
             spec = LoadSpec(
-                "127.0.0.1",
-                port,
-                mode,
-                seconds,
-                {e: bodies[e] for e in shares},
-                shares,
-                rate=rate,
-                concurrency=plan["pool"] if mode == "open" else plan["concurrency"],
-                grace_s=plan["grace_s"],
-                seed=j,
-            )
+                "127.0.0.1", port, mode, seconds, {e: bodies[e] for e in shares}, shares,
+                rate=r, concurrency=connections, grace_s=plan["grace_s"], seed=j,
+            )  # fmt: skip
             before, load_before = scrape_metrics(port), list(os.getloadavg())
-            cpu0 = _cpu_seconds(_children(pid))
+            cpu0 = _workers(pid)[0]
             load = run_load_process(spec)
-            cpu1 = _cpu_seconds(_children(pid))
+            cpu1, rss = _workers(pid)
             after = scrape_metrics(port)
             rec = load["endpoints"]["/recommend"]
             log(
@@ -403,29 +359,32 @@ def _catalogue_rows(
             )
             if label == "warm-up":
                 continue
-            ctx = {
+            config = {"workers": workers, "k": 10, "mode": mode, "rate": r, "seconds": seconds}
+            config |= {"connections": connections, "shares": shares, "server_env": plan.get("env") or {}}
+            config |= {"mix": "/recommend: 90% known users, 10% anonymous with 3-5 recent items"}
+            config |= {"client": "recfunnel.bench.loadgen (asyncio + uvloop, its own process)"}
+            base = {
+                "suite": SUITE,
+                "model": name,
                 "dataset": manifest["dataset"]["name"],
+                "protocol": label,
                 "split": manifest["dataset"]["split"],
+                "seed": 0,
                 "server_cpu_s": cpu1 - cpu0,
-                "load_before": load_before,
-                "build_seconds": info.get("seconds", {}).get("total"),
-                "peak_rss_mb": _peak_rss_mb(_children(pid)),
+                "load_average_before": load_before,
+                "train_seconds": info.get("seconds", {}).get("total"),
+                "peak_rss_mb": rss,
+                "peak_rss_scope": "service worker processes (sum of VmHWM)",
                 "params": params,
-                "config": {
-                    "workers": workers,
-                    "k": 10,
-                    "mode": mode,
-                    "rate": rate,
-                    "seconds": seconds,
-                    "connections": spec.concurrency,
-                    "shares": shares,
-                    "mix": "/recommend: 90% known users, 10% anonymous with 3-5 recent items",
-                    "client": "recfunnel.bench.loadgen (asyncio + uvloop, own process)",
-                    "server_env": plan.get("env") or {},
-                },
+                "config": config,
                 "bundle": bundle_info,
+                "epochs_run": None,
+                "best_epoch": None,
+                "samples_per_second": None,
+                "pipeline_share": None,
+                "quick": quick,
             }
-            rows.append(_load_row(name, label, load, before, after, ctx) | {"quick": quick})
+            rows.append(_load_row(load, before, after, base))
     return rows
 
 
@@ -442,12 +401,15 @@ def run_serve_latency_suite(
     open_seconds: float | None = None,
     closed_seconds: float | None = None,
     server_env: dict[str, str] | None = None,
+    threads: int | None = 1,
 ) -> list[dict]:
     """Run the suite (see the module docstring) -> its rows.
 
     `models`: catalogues to run (default: ml-100k and synthetic-1M; quick: synthetic-2k). `cache`:
     where bundles are built once and kept (default: ``bench/cache`` in the repository; quick runs
-    without one build in a temporary folder). `server_env`: extra environment of the service."""
+    without one build in a temporary folder). `server_env`: extra environment of the service.
+    `threads`: torch threads while bundles are built here (None: torch's default; the service
+    runs its own default, ``recfunnel serve --threads 1``)."""
     valid = QUICK_CATALOGUES if quick else CATALOGUES
     names = list(models) if models else list(valid)
     unknown = [m for m in names if m not in valid]
@@ -474,7 +436,12 @@ def run_serve_latency_suite(
     with tempfile.TemporaryDirectory(prefix="recfunnel-serve-latency-") as tmp:
         root = Path(cache) if cache is not None else (Path(tmp) if quick else DEFAULT_CACHE)
         for name in names:
-            bundle, info = _bundle(name, root, data_root, log, progress)
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                bundle, info = _bundle(name, root, data_root, log, progress)
+            finally:
+                torch.set_num_threads(before)
             rows += _catalogue_rows(name, bundle, info, quick, workers, plan, log)
     date = utc_now()
     return [r | {"machine": machine, "date": date} for r in rows]
