@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import resource
+from pathlib import Path
+
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 from contract import ModelContract, seen_raw
 
 from recfunnel.models.base import build_model
+from recfunnel.models.baselines import MEMORY_ENV, EASEMemoryError, check_ease_memory
 
 
 class TestPopularity(ModelContract):
@@ -68,3 +73,63 @@ class TestEASE(ModelContract):
 
     def test_fitted_weights_have_a_zero_diagonal(self, fitted):
         assert torch.equal(torch.diagonal(fitted.model.weights), torch.zeros(fitted.model.n_items))
+
+    @pytest.mark.parametrize("l2", [250.0, 2.0])
+    def test_in_place_float32_fit_matches_the_float64_inverse_it_replaced(self, l2):
+        # the fit before issue 14 (float64 Gram, np.linalg.inv): the same weights within 1e-4
+        rng = np.random.default_rng(1)
+        pop = 1.0 / (np.arange(150) + 5.0)
+        x = (rng.random((400, 150)) < 0.6 * pop / pop.mean() * 0.08).astype(np.float32)
+        train = sp.csr_matrix(x)
+        xd = train.astype(np.float64)
+        g = (xd.T @ xd).toarray()
+        g[np.diag_indices_from(g)] += l2
+        p = np.linalg.inv(g)
+        before = -p / np.diag(p)
+        np.fill_diagonal(before, 0.0)
+
+        model = build_model("ease", 400, 150, {"l2": l2})
+        buffer = model.weights.data_ptr()
+        model.fit_matrix(train)
+        assert model.weights.data_ptr() == buffer  # fitted in the buffer __init__ allocated
+        assert model.weights.dtype == torch.float32 and model.weights.is_contiguous()
+        np.testing.assert_allclose(model.weights.double().numpy(), before, rtol=0, atol=1e-4)
+        users = torch.arange(400)
+        np.testing.assert_allclose(model.score_all(users).double().numpy(), x @ before, rtol=0, atol=1e-4)
+        model.fit_matrix(train)  # a refit overwrites the same buffer with the same weights
+        np.testing.assert_allclose(model.weights.double().numpy(), before, rtol=0, atol=1e-4)
+
+    def test_a_catalogue_that_would_not_fit_raises_before_allocating(self, monkeypatch):
+        monkeypatch.setenv(MEMORY_ENV, "8G")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(EASEMemoryError) as err:  # 3M items: a 32.7 TiB dense matrix
+            build_model("ease", 10, 3_000_000)
+        msg = str(err.value)
+        assert "EASE on 3,000,000 items needs 32.7 TiB" in msg, msg
+        assert "3,000,000 x 3,000,000 float32 item-item matrix (32.7 TiB)" in msg
+        assert f"8.0 GiB available ({MEMORY_ENV}=8G)" in msg and f"set {MEMORY_ENV}" in msg
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 50 * 1024  # KiB: nothing big
+        assert isinstance(err.value, MemoryError)
+
+    @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="MemAvailable is read on Linux")
+    def test_the_available_memory_is_memavailable_unless_overridden(self, monkeypatch):
+        monkeypatch.delenv(MEMORY_ENV, raising=False)
+        with pytest.raises(EASEMemoryError, match=r"available \(MemAvailable in /proc/meminfo\)"):
+            check_ease_memory(10_000_000)  # 364 TiB
+        check_ease_memory(100)
+        monkeypatch.setenv(MEMORY_ENV, "400T")  # the override lets a catalogue through
+        check_ease_memory(10_000_000)
+        monkeypatch.setenv(MEMORY_ENV, "lots")
+        with pytest.raises(EASEMemoryError, match="is not a size"):
+            check_ease_memory(100)
+
+    def test_the_fit_checks_its_working_memory_before_touching_the_weights(self, monkeypatch):
+        model = build_model("ease", 50, 300, {"l2": 10.0})
+        train = sp.random(50, 300, density=0.1, format="csr", dtype=np.float32, random_state=0)
+        monkeypatch.setenv(MEMORY_ENV, "100K")
+        with pytest.raises(EASEMemoryError, match="EASE on 300 items needs"):
+            model.fit_matrix(train)
+        assert not model.weights.any()
+        monkeypatch.setenv(MEMORY_ENV, "1G")
+        model.fit_matrix(train)
+        assert model.weights.any()
