@@ -78,6 +78,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "serve-latency": _lazy("recfunnel.bench.serve_latency", "run_serve_latency_suite"),
     "milvus-server": _lazy("recfunnel.bench.milvus_server", "run"),
     "out-of-core": _lazy("recfunnel.bench.out_of_core", "run"),
+    "ease-memory": _lazy("recfunnel.bench.ease_memory", "run"),
     **{
         n: _lazy("recfunnel.bench.seq", "SEQ_SUITES", n)
         for n in ("seq-video", "seq-ml100k", "session-diginetica")
