@@ -433,6 +433,39 @@ def _attach_comparison(rows: list[dict]) -> None:
             }
 
 
+def _aggregate_comparison(rows: list[dict]) -> None:
+    """On the ``aggregate`` rows: the mean fit time over the seeds (``fit_seconds``) and, for our iALS
+    rows timed against implicit, both mean fit times, their ratio and the mean accuracies."""
+    seeded = [r for r in rows if not r.get("aggregate")]
+    for agg in (r for r in rows if r.get("aggregate")):
+        mine = [r for r in seeded if r["model"] == agg["model"] and r["protocol"] == agg["protocol"]]
+        if all(r.get("fit_seconds") is not None for r in mine):
+            agg["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in mine]))
+        per_seed = [r["comparison"] for r in mine if "comparison" in r]
+        if not per_seed:
+            continue
+        ours = np.array([c["ours_fit_seconds"] for c in per_seed])
+        theirs = np.array([c["implicit_fit_seconds"] for c in per_seed])
+        agg["comparison"] = {
+            **per_seed[0],
+            "seeds": [r["seed"] for r in mine if "comparison" in r],
+            "ours_fit_seconds": float(ours.mean()),
+            "ours_fit_seconds_std": float(ours.std(ddof=1)) if len(ours) > 1 else 0.0,
+            "implicit_fit_seconds": float(theirs.mean()),
+            "implicit_fit_seconds_std": float(theirs.std(ddof=1)) if len(theirs) > 1 else 0.0,
+            "ratio_ours_over_implicit": float(ours.mean() / theirs.mean()),
+            "ratio_per_seed": [float(x) for x in ours / theirs],
+            "ours_metrics": {
+                k: float(np.mean([c["ours_metrics"][k] for c in per_seed]))
+                for k in per_seed[0]["ours_metrics"]
+            },
+            "implicit_metrics": {
+                k: float(np.mean([c["implicit_metrics"][k] for c in per_seed]))
+                for k in per_seed[0]["implicit_metrics"]
+            },
+        }
+
+
 def run_implicit_weights_suite(
     quick: bool = False,
     data_root=None,
@@ -474,4 +507,6 @@ def run_implicit_weights_suite(
                 r["data_source"] = source
             rows += got
     _attach_comparison(rows)
-    return rows + (aggregate_seeds(rows) if len(seeds) > 1 else [])
+    rows += aggregate_seeds(rows) if len(seeds) > 1 else []
+    _aggregate_comparison(rows)
+    return rows
