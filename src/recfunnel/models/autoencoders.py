@@ -148,8 +148,9 @@ class AutoRecConfig(ModelConfig):
 
 
 class AutoRec(_Factorised):
-    """I-AutoRec (Sedhain et al. 2015, eq. 1): each item's column of the matrix r^(i) (one entry per
-    user) is reconstructed through one hidden layer,
+    """I-AutoRec (Sedhain et al. 2015): item columns reconstructed through one sigmoid hidden layer.
+
+    Each item's column of the matrix r^(i) (one entry per user) goes through (eq. 1)
 
         h(r; theta) = f(W g(V r + mu) + b),   g = sigmoid, f = identity,
 
@@ -263,8 +264,10 @@ class CDAEConfig(ModelConfig):
 
 
 class CDAE(RowAutoencoder):
-    """Collaborative Denoising Auto-Encoder (Wu et al. 2016, eqs. 3-4): the corrupted row y~_u and a
-    user node V_u feed one sigmoid hidden layer, an identity output gives the logits:
+    """Collaborative Denoising Auto-Encoder (Wu et al. 2016): a corrupted user row plus a user node.
+
+    The corrupted row y~_u and a user node V_u feed one sigmoid hidden layer, an identity output gives
+    the logits (eqs. 3-4):
 
         z_u = sigmoid(W^T y~_u + V_u + b),   y^_ui = W'_i^T z_u + b'_i
 
@@ -343,8 +346,10 @@ class _MultBase(RowAutoencoder):
 
 
 class MultDAE(_MultBase):
-    """Mult-DAE (Liang et al. 2018, sec. 2.3): [I -> 600 -> 200 -> 600 -> I] with tanh, a softmax
-    over items and the multinomial log-likelihood (objective ``multinomial``, no KL term)."""
+    """Mult-DAE (Liang et al. 2018, sec. 2.3): a denoising autoencoder of the user's row, softmax output.
+
+    [I -> 600 -> 200 -> 600 -> I] with tanh, a softmax over items and the multinomial log-likelihood
+    (objective ``multinomial``, no KL term)."""
 
     family = "mult-dae"
     Config = MultDAEConfig
@@ -366,10 +371,12 @@ class MultVAEConfig(MultDAEConfig):
 
 
 class MultVAE(_MultBase):
-    """Mult-VAE (Liang et al. 2018, sec. 2.2): the encoder [I -> 600 -> 2 x 200] gives mu and log
-    sigma^2 of q(z | x_u); z = mu + sigma * eps when training (mu when scoring) goes through the
-    decoder [200 -> 600 -> I] to a softmax over items. The objective ``multinomial`` adds beta times
-    the KL term returned here, beta annealed (eq. 5 and sec. 2.2.2)."""
+    """Mult-VAE (Liang et al. 2018, sec. 2.2): a variational autoencoder of the user's row, softmax output.
+
+    The encoder [I -> 600 -> 2 x 200] gives mu and log sigma^2 of q(z | x_u); z = mu + sigma * eps
+    when training (mu when scoring) goes through the decoder [200 -> 600 -> I] to a softmax over
+    items. The objective ``multinomial`` adds beta times the KL term returned here, beta annealed
+    (eq. 5 and sec. 2.2.2)."""
 
     family = "mult-vae"
     Config = MultVAEConfig

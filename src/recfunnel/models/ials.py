@@ -190,8 +190,9 @@ def solve_side(
 
 
 class IALS(Model):
-    """Weighted matrix factorisation for implicit feedback, fitted in closed form by alternating
-    least squares (module docstring). Factorised (user / item factors); a user unseen in training,
+    """iALS: weighted matrix factorisation for implicit feedback by alternating least squares.
+
+    Fitted in closed form (module docstring). Factorised (user / item factors); a user unseen in training,
     or a known one with fresh events, is folded in at request time from a list of items
     (:meth:`user_vectors_from_recent`: one more user solve against the item factors)."""
 
