@@ -52,7 +52,7 @@ USERS = torch.arange(N_USERS)
 ITEMS = torch.arange(N_ITEMS).expand(N_USERS, -1)
 
 
-# ---- defaults follow the paper ----------------------------------------------------------------
+# ---- defaults: the paper's tower, the factors chosen on valid ---------------------------------
 def test_mlp_tower_defaults_to_64_32_16_8_with_32_dim_embeddings():
     assert MLPConfig().layers == (64, 32, 16, 8)
     model = build_model("mlp", N_USERS, N_ITEMS)
@@ -63,14 +63,16 @@ def test_mlp_tower_defaults_to_64_32_16_8_with_32_dim_embeddings():
     assert sum(isinstance(m, nn.ReLU) for m in model.tower) == 3
 
 
-def test_gmf_and_neumf_default_to_8_predictive_factors():
-    assert GMFConfig().factors == 8
+def test_gmf_and_neumf_default_to_the_32_predictive_factors_chosen_on_valid():
+    assert GMFConfig().factors == 32
     cfg = NeuMFConfig()
-    assert cfg.factors == 8 and cfg.layers == (64, 32, 16, 8) and cfg.dropout == 0.0
+    assert cfg.factors == 32 and cfg.layers == (64, 32, 16, 8) and cfg.dropout == 0.0
+    assert cfg.sparse == GMFConfig().sparse == MLPConfig().sparse == "auto"
     model = build_model("neumf", N_USERS, N_ITEMS)
-    assert model.gmf.user_emb.embedding_dim == 8 and model.mlp.user_emb.embedding_dim == 32
-    assert model.out.in_features == 8 + 8
+    assert model.gmf.user_emb.embedding_dim == 32 and model.mlp.user_emb.embedding_dim == 32
+    assert model.out.in_features == 32 + 8
     assert not hasattr(model.gmf, "out") and not hasattr(model.mlp, "out")  # one shared output layer
+    assert not model.gmf.user_emb.sparse  # small tables: dense (sparse="auto")
 
 
 def test_mlp_rejects_an_odd_first_layer():
@@ -154,3 +156,36 @@ def test_mlp_tower_starts_with_live_relus():
     hidden = model.hidden(users, items).reshape(-1, model.config.layers[-1])
     alive = (hidden > 0).any(dim=0).float().mean()
     assert alive >= 0.75
+
+
+def test_defaults_are_the_configuration_ncf_ml100k_chose_on_valid():
+    """Model configs and train settings: what `recfunnel train --model X` uses is what the suite runs."""
+    from recfunnel.bench.ncf import ncf_entries
+
+    entries = {e.label: e for e in ncf_entries(quick=False)}
+    for label, cls, config in (
+        ("GMF", GMF, GMFConfig),
+        ("MLP", MLP, MLPConfig),
+        ("NeuMF", NeuMF, NeuMFConfig),
+    ):
+        e = entries[label]
+        assert config(**e.params) == config(), label
+        assert e.train == cls.train_defaults, label
+        assert e.objective == {"name": "bce", "params": {"k": 4}}  # the objective's own default k
+
+
+@pytest.mark.parametrize("layers", [(16,), (16, 8), (64, 32, 16, 8)])
+def test_mlp_and_neumf_scores_are_the_concatenated_forms(layers):
+    """The first tower layer split into user and item terms (and NeuMF's output into its GMF and MLP
+    terms) computes eq. 10 / 12 on the concatenated embeddings."""
+    users, items = torch.tensor([0, 4, 4]), torch.tensor([[1, 2, 3], [8, 0, 1], [8, 8, 2]])
+    mlp = build_model("mlp", N_USERS, N_ITEMS, {"layers": layers})
+    u = mlp.user_emb(users).unsqueeze(1).expand(-1, 3, -1)
+    concat = mlp.tower(torch.cat([u, mlp.item_emb(items)], -1))
+    torch.testing.assert_close(mlp.hidden(users, items), concat)
+    torch.testing.assert_close(mlp.score(users, items), mlp.out(concat).squeeze(-1))
+    neumf = build_model("neumf", N_USERS, N_ITEMS, {"factors": 4, "layers": layers})
+    g = neumf.gmf.user_emb(users).unsqueeze(1) * neumf.gmf.item_emb(items)
+    u = neumf.mlp.user_emb(users).unsqueeze(1).expand(-1, 3, -1)
+    m = neumf.mlp.tower(torch.cat([u, neumf.mlp.item_emb(items)], -1))
+    torch.testing.assert_close(neumf.score(users, items), neumf.out(torch.cat([g, m], -1)).squeeze(-1))

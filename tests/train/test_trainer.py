@@ -257,15 +257,29 @@ def test_log_json_has_one_entry_per_epoch_matching_the_report(tmp_path, data):
 # ------------------------------------------------------------------------------------------
 
 
-def test_sparse_embeddings_go_to_sparse_adam_and_dense_params_to_adam():
+def test_sparse_embeddings_go_to_row_adam_and_dense_params_to_fused_adam():
+    """ID-table families (fused_optimizer): dense params to TableAdam (torch's fused Adam, lean),
+    sparse tables to RowAdam (SparseAdam's update)."""
     model = GMF(GMFConfig(factors=4, sparse=True), 5, 7)
     opts = build_optimizers(model, TrainConfig(lr=0.1, weight_decay=0.01))
     by_class = {type(o).__name__: {id(p) for g in o.param_groups for p in g["params"]} for o in opts}
-    assert set(by_class) == {"Adam", "SparseAdam"}
-    assert by_class["SparseAdam"] == {id(model.user_emb.weight), id(model.item_emb.weight)}
-    assert by_class["Adam"] == {id(model.out.weight), id(model.out.bias)}
-    adam = next(o for o in opts if type(o).__name__ == "Adam")
+    assert set(by_class) == {"TableAdam", "RowAdam"}
+    assert by_class["RowAdam"] == {id(model.user_emb.weight), id(model.item_emb.weight)}
+    assert by_class["TableAdam"] == {id(model.out.weight), id(model.out.bias)}
+    adam = next(o for o in opts if type(o).__name__ == "TableAdam")
     assert adam.param_groups[0]["weight_decay"] == 0.01 and adam.param_groups[0]["lr"] == 0.1
+
+
+def test_models_without_fused_optimizer_keep_foreach_adam():
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(5, 2, sparse=True)
+            self.lin = torch.nn.Linear(2, 1)
+
+    opts = build_optimizers(Plain(), TrainConfig())
+    assert [type(o).__name__ for o in opts] == ["Adam", "RowAdam"]
+    assert opts[0].defaults["foreach"] and not opts[0].defaults["fused"]
 
 
 def test_dense_embeddings_and_adamw_and_sgd_choices():
@@ -276,11 +290,32 @@ def test_dense_embeddings_and_adamw_and_sgd_choices():
     sgd = build_optimizers(GMF(GMFConfig(factors=4), 5, 7), TrainConfig(optimizer="sgd"))
     assert [type(o).__name__ for o in sgd] == ["SGD"]
     only_sparse = build_optimizers(MF(MFConfig(factors=4, sparse=True), 5, 7), TrainConfig())
-    assert [type(o).__name__ for o in only_sparse] == ["SparseAdam"]
+    assert [type(o).__name__ for o in only_sparse] == ["RowAdam"]
 
 
 def test_frozen_parameters_get_no_optimiser():
     model = GMF(GMFConfig(factors=4, sparse=True), 5, 7)
     model.out.requires_grad_(False)
     opts = build_optimizers(model, TrainConfig())
-    assert [type(o).__name__ for o in opts] == ["SparseAdam"]
+    assert [type(o).__name__ for o in opts] == ["RowAdam"]
+
+
+def test_training_threads_are_the_model_familys_unless_configured_and_restored_after(data):
+    ds, split = data
+    seen = []
+
+    class Spy(PointwiseBCE):
+        def loss(self, model, batch):
+            seen.append(torch.get_num_threads())
+            return super().loss(model, batch)
+
+    before = torch.get_num_threads()
+    for cfg, want in (
+        (TrainConfig(epochs=1, progress=False), 1),
+        (TrainConfig(epochs=1, threads=2, progress=False), 2),
+    ):
+        seen.clear()
+        model = GMF(GMFConfig(factors=4), ds.n_users, ds.n_items)  # train_threads = 1
+        Trainer(cfg).fit(model, Spy(split.part(ds, "train"), ds.n_users, ds.n_items, k=1))
+        assert set(seen) == {want}
+        assert torch.get_num_threads() == before

@@ -7,7 +7,10 @@ Timing and memory rules (the same for every row):
 * ``train_seconds``: wall time of the whole fit as run (:attr:`recfunnel.run.FitResult.seconds`),
   per-epoch validation for early stopping included (for pre-trained NeuMF: GMF + MLP pre-training
   + fine-tuning; ``pretrain_seconds`` the pre-training). ``epoch_seconds`` is the pure
-  training-loop time (sum of epochs, no validation); the implicit comparison uses that.
+  training-loop time (sum of epochs, no validation); the implicit comparison uses that, and adds
+  ``comparison.side_by_side``: ours (the MF-BPR training, no validation) and implicit's fit timed
+  alternately in one process, 5 rounds, median ratio (the suite's single timings are taken minutes
+  apart, under whatever else the shared machine runs then).
 * ``eval_seconds``: the test evaluation of that row's protocol only.
 * ``peak_rss_mb``: ``getrusage(RUSAGE_SELF).ru_maxrss`` read after the model ran. With
   ``isolate=True`` (the default for full runs) each model runs in a fresh Python subprocess, so it
@@ -15,7 +18,10 @@ Timing and memory rules (the same for every row):
   with ``isolate=False`` (the default for quick runs) it is the peak of the whole process so far.
   ``peak_rss_scope`` says which.
 * threads: torch is pinned to ``threads`` intra-op threads (default 1) while a model runs, and
-  implicit gets the same count; ``machine.torch_threads`` in each row is the value used.
+  implicit gets the same count; ``machine.torch_threads`` in each row is the value used. The
+  ID-table families also train with 1 thread by default (their ``train_threads``): on the shared
+  2-core machine, NeuMF at batch 1024 ran 156k samples/s with 1 thread and 3.7k with 2 (the second
+  thread spins against the other jobs).
 * ``params``: trainable parameter count; for closed-form models (no parameters) the size of the
   learned float buffers instead (Popularity: the item counts, EASE: the item-item matrix).
 """
@@ -62,21 +68,42 @@ class Entry:
 
 
 def ncf_entries(quick: bool) -> list[Entry]:
-    """The ncf-ml100k line-up. Hyper-parameters chosen on the *valid* part only (notes below)."""
-    ncf_train = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "optimizer": "adam", "patience": 5}
+    """The ncf-ml100k line-up. Hyper-parameters chosen on the *valid* part only (notes below); they
+    are also the families' defaults (``MFConfig`` / ``MF.train_defaults`` / ``objective_defaults``,
+    the NCF configs and ``recfunnel.models.ncf.NCF_TRAIN``), so ``recfunnel train --model X`` trains
+    what this suite reports."""
+    # GMF / MLP / NeuMF: the paper's BCE with 4 negatives; batch, rate and weight decay chosen on
+    # valid NDCG@10 (sampled) for NeuMF, mean of seeds 0-2 where given: batch 256 / lr 1e-3 (the
+    # paper's) 0.413 (seed 0) at ~25k samples/s; 1024 / 2e-3 0.4121; 2048 / 3e-3 0.4136; 4096 / 4e-3
+    # 0.4130 at ~250k samples/s (6e-3, 8192 / 6e-3 lower); 4096 / 4e-3 with weight decay 1e-6 0.4193
+    # (3e-6 0.420 and 3e-7 0.412 on seed 0, 1e-5 0.399; dropout 0.2 0.413, 8 negatives 0.412,
+    # factors 64 0.414, tower 128-64-32-16 0.416). GMF takes the same (weight decay 1e-6: 0.4152 vs
+    # 0.4104 without); MLP the same without weight decay (0.3939 vs 0.3828 with).
+    ncf_train = {
+        "epochs": 20,
+        "batch_size": 4096,
+        "lr": 4e-3,
+        "optimizer": "adam",
+        "weight_decay": 1e-6,
+        "patience": 5,
+    }
+    mlp_train = dict(ncf_train, weight_decay=0.0)
     # NeuMF predictive factors chosen on valid NDCG@10 (seed 0 and 1) among 8 / 16 / 32 with the
     # paper code's tower; GMF and MLP (and NeuMF-pretrain's components) use the same sizes.
     factors, layers = 32, (64, 32, 16, 8)
     # MF-BPR: a fixed epoch count (patience 0: all epochs run; the weights kept are those of the
-    # best valid epoch), so that implicit's BPR can run the same number of epochs. lr 0.003, reg 3e-3,
-    # 40 epochs had the best valid NDCG@10 (0.4299) of a 14-config grid over factors 32/64/128,
-    # lr 0.001-0.01, batch 256/1024, reg 1e-3..1e-2 (lr 0.01 peaks at epoch 6 and overfits).
-    mf_epochs = 40
-    mf_params = {"factors": 64, "init_std": 0.01}
-    mf_train = {"epochs": mf_epochs, "batch_size": 1024, "lr": 0.003, "optimizer": "adam", "patience": 0}
+    # best valid epoch), so that implicit's BPR can run the same number of epochs. Chosen on valid
+    # NDCG@10 (sampled), mean of seeds 0-2, with the closed-form step at batch 8192 / lr 0.01 (batch
+    # 1024-2048 at lr 3e-3-5e-3 were 0.424-0.425 on seed 0, at 4-8x the epoch time): factors 64 /
+    # reg 3e-3 / 40 epochs 0.4190; factors 32 / reg 3e-3 / 60 epochs 0.4185 (40 epochs 0.4139, still
+    # rising); factors 48 0.4158; factors 64 / reg 1e-2 0.4146; factors 32 / reg 5e-3 0.4127;
+    # reg 3e-2 0.37; lr 2e-2-3e-2 lower. Of the two within noise of each other, the smaller model.
+    mf_epochs = 60
+    mf_params = {"factors": 32, "init_std": 0.01}
+    mf_train = {"epochs": mf_epochs, "batch_size": 8192, "lr": 0.01, "optimizer": "adam", "patience": 0}
     mf_reg = 3e-3
     # NeuMF after GMF + MLP pre-training: Adam with a fresh state; lr 1e-3 beat 3e-4 and 1e-4 (the
-    # paper's lower-lr trick) on valid NDCG@10 (0.4220 vs 0.4123 / 0.4000, factors 16).
+    # paper's lower-lr trick) on valid NDCG@10 (0.4220 vs 0.4123 / 0.4000, factors 16, batch 256).
     finetune = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "optimizer": "adam", "patience": 5}
     bce4 = {"name": "bce", "params": {"k": 4}}
     neumf = {"factors": factors, "layers": layers}
@@ -97,7 +124,7 @@ def ncf_entries(quick: bool) -> list[Entry]:
             },
         ),
         Entry("GMF", "gmf", {"factors": factors}, bce4, ncf_train),
-        Entry("MLP", "mlp", {"layers": layers}, bce4, ncf_train),
+        Entry("MLP", "mlp", {"layers": layers}, bce4, mlp_train),
         Entry("NeuMF", "neumf", neumf, bce4, ncf_train),
         Entry("NeuMF-pretrain", "neumf", neumf, bce4, ncf_train, pretrain=True, alpha=0.5, finetune=finetune),
     ]
@@ -341,12 +368,70 @@ def _run_entries(
                 + f"  (suite {time.perf_counter() - t_suite:.0f}s)",
                 flush=True,
             )
-    _attach_comparison(rows)
+    side = None
+    labels = {e.label for e in entries}
+    if {"MF-BPR", "implicit-bpr"} <= labels and _have_implicit():
+        mf = next(e for e in entries if e.label == "MF-BPR")
+        imp = next(e for e in entries if e.label == "implicit-bpr")
+        job = _Job(suite, mf, dataset, root, 99, 0, quick, progress, isolate, threads)
+        side = _side_by_side(job, imp, rounds=2 if quick else SIDE_BY_SIDE_ROUNDS)
+    _attach_comparison(rows, side)
     return rows
 
 
-def _attach_comparison(rows: list[dict]) -> None:
-    """Put the implicit-vs-ours timing on the MF-BPR rows (pure epoch time, same epoch count)."""
+#: rounds of the MF-BPR vs implicit side-by-side timing (alternating, one process; median ratio)
+SIDE_BY_SIDE_ROUNDS = 5
+
+
+def _side_by_side(job: _Job, imp: Entry, rounds: int) -> dict[str, Any]:
+    """Time ours (the MF-BPR entry's training, the Trainer's epoch times, no validation) and
+    implicit's fit (same epochs) alternately in this process, `rounds` times, with the same thread
+    count: on a shared machine the two see the same load, which the single timings of the suite's
+    rows (taken minutes apart) do not. Returns the per-round times, their ratios and the median."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    from recfunnel.models.base import build_model
+    from recfunnel.train.registry import build_objective
+    from recfunnel.train.trainer import TrainConfig, Trainer, seed_everything
+
+    e = job.entry
+    ds, split = _job_data(job)
+    train = split.part(ds, "train")
+    x = train.matrix(ds.n_users, ds.n_items).astype(np.float32).tocsr()
+    params = dict(imp.params, num_threads=job.threads) if job.threads is not None else dict(imp.params)
+    before = torch.get_num_threads()
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+    ours, theirs = [], []
+    try:
+        objective = build_objective(
+            e.objective["name"], train, ds.n_users, ds.n_items, **e.objective["params"]
+        )
+        cfg = TrainConfig(**dict(e.train, progress=False))
+        for _ in range(rounds):
+            seed_everything(cfg.seed)
+            model = build_model(e.family, ds.n_users, ds.n_items, e.params)
+            report = Trainer(cfg).fit(model, objective)
+            ours.append(sum(h["train_seconds"] for h in report.history))
+            t0 = time.perf_counter()
+            BayesianPersonalizedRanking(**params).fit(x, show_progress=False)
+            theirs.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "rounds": rounds,
+        "epochs": cfg.epochs,
+        "ours_seconds": ours,
+        "implicit_seconds": theirs,
+        "ratios": ratios,
+        "median_ratio": float(np.median(ratios)),
+    }
+
+
+def _attach_comparison(rows: list[dict], side_by_side: dict[str, Any] | None = None) -> None:
+    """Put the implicit-vs-ours timing on the MF-BPR rows (pure epoch time, same epoch count), and
+    the side-by-side timing (:func:`_side_by_side`) when it ran."""
     imp = next((r for r in rows if r["family"] == "implicit-bpr"), None)
     if imp is None:
         return
@@ -366,11 +451,14 @@ def _attach_comparison(rows: list[dict]) -> None:
             "implicit_threads": imp["config"]["model"]["params"].get("num_threads", 0)
             or imp["machine"]["cpus_usable"],
             "note": (
-                "ours: sum of epoch times (sampling + Adam/SparseAdam mini-batches, validation excluded); "
-                "implicit: fit() wall time (Hogwild SGD). Same factors/epochs/lr/reg numbers, but the "
-                "optimisers differ (Adam vs SGD) and so does the reg scaling (batch mean vs per update)."
+                "ours: sum of epoch times (sampling + mini-batches: closed-form BPR gradients, fused "
+                "Adam on the dense tables; validation excluded); implicit: fit() wall time (Hogwild "
+                "SGD). Same factors/epochs/lr/reg numbers, but the optimisers differ (Adam vs SGD) "
+                "and so does the reg scaling (batch mean vs per update)."
             ),
         }
+        if side_by_side is not None:
+            r["comparison"]["side_by_side"] = side_by_side
 
 
 def run_ncf_suite(

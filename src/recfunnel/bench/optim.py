@@ -1,10 +1,15 @@
 """Sparse vs dense optimiser steps for one ID embedding table, by table size.
 
 Each step looks up 3 x batch rows (a BPR batch: user, positive, negative), backpropagates a sum of
-squares and steps the optimiser: SparseAdam on a ``sparse=True`` table vs ``torch.optim.Adam``
-(``foreach=True``) on a dense one. Median milliseconds per step over ``repeats`` timed runs, one
-torch thread, the two timed back to back for each size (ratio dense / sparse). This is the
-measurement behind choosing sparse gradients only for large tables.
+squares and steps the optimiser. Four optimisers, timed back to back for each size: on a
+``sparse=True`` table torch's ``SparseAdam`` and recfunnel's
+:class:`~recfunnel.train.row_optim.RowAdam` (the same lazy update; what the Trainer gives sparse
+tables), on a dense one ``torch.optim.Adam(foreach=True)`` and
+:class:`~recfunnel.train.row_optim.TableAdam` (fused; what the Trainer gives the dense tables of the
+ID-table families). Median milliseconds per step over ``repeats`` timed runs (the four optimisers
+interleaved), one torch thread.
+``table_over_row`` (dense fused / RowAdam) is the measurement behind ``sparse="auto"``: sparse
+gradients only for tables where the row step is the cheaper one.
 
 Run: ``recfunnel bench optim --json OUT``, or ``python -m recfunnel.bench.optim`` with
 ``--rows 2000 20000 ... --dim 64 --json OUT``.
@@ -20,22 +25,35 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_ROWS", "run", "run_optim_suite", "step_ms"]
+__all__ = ["DEFAULT_ROWS", "OPTIMISERS", "run", "run_optim_suite", "step_ms"]
 
 DEFAULT_ROWS = (2_000, 10_000, 15_000, 20_000, 100_000, 500_000)
 
 
+OPTIMISERS = ("sparse_adam", "row_adam", "dense_adam", "table_adam")
+
+
 def step_ms(
-    rows: int, sparse: bool, dim: int = 64, batch: int = 1024, steps: int = 40, seed: int = 0
+    rows: int,
+    sparse: bool | str,
+    dim: int = 64,
+    batch: int = 1024,
+    steps: int = 40,
+    seed: int = 0,
 ) -> float:
-    """Mean milliseconds per optimiser step on one table of `rows` x `dim` (after 5 warm-up steps)."""
+    """Mean milliseconds per optimiser step on one table of `rows` x `dim` (after 5 warm-up steps).
+    `sparse`: one of :data:`OPTIMISERS` (True / False: the torch ones, SparseAdam / foreach Adam)."""
+    from recfunnel.train.row_optim import RowAdam, TableAdam
+
+    which = {True: "sparse_adam", False: "dense_adam"}.get(sparse, sparse)  # type: ignore[call-overload]
     torch.manual_seed(seed)
-    emb = nn.Embedding(rows, dim, sparse=sparse)
-    opt = (
-        torch.optim.SparseAdam(emb.parameters(), lr=1e-3)
-        if sparse
-        else torch.optim.Adam(emb.parameters(), lr=1e-3, foreach=True)
-    )
+    emb = nn.Embedding(rows, dim, sparse=which in ("sparse_adam", "row_adam"))
+    opt: torch.optim.Optimizer = {
+        "sparse_adam": lambda: torch.optim.SparseAdam(emb.parameters(), lr=1e-3),
+        "row_adam": lambda: RowAdam(emb.parameters(), lr=1e-3),
+        "dense_adam": lambda: torch.optim.Adam(emb.parameters(), lr=1e-3, foreach=True),
+        "table_adam": lambda: TableAdam(emb.parameters(), lr=1e-3),
+    }[which]()
     idx = torch.randint(0, rows, (steps + 5, 3 * batch), generator=torch.Generator().manual_seed(seed))
     t0 = 0.0
     for s in range(steps + 5):
@@ -48,7 +66,7 @@ def step_ms(
 
 
 def run(rows: Sequence[int], dim: int = 64, repeats: int = 3) -> list[dict]:
-    """One row per table size: median ms/step sparse and dense, and their ratio."""
+    """One row per table size: median ms/step of each optimiser and the ratios."""
     from recfunnel.bench.rows import machine_info
 
     before = torch.get_num_threads()
@@ -56,8 +74,11 @@ def run(rows: Sequence[int], dim: int = 64, repeats: int = 3) -> list[dict]:
     try:
         out = []
         for n in rows:
-            sparse = statistics.median(step_ms(n, True, dim) for _ in range(repeats))
-            dense = statistics.median(step_ms(n, False, dim) for _ in range(repeats))
+            runs: dict[str, list[float]] = {k: [] for k in OPTIMISERS}
+            for _ in range(repeats):  # interleaved: the four see the same machine load
+                for k in OPTIMISERS:
+                    runs[k].append(step_ms(n, k, dim))
+            ms = {k: statistics.median(v) for k, v in runs.items()}
             out.append(
                 {
                     "suite": "optim",
@@ -68,9 +89,10 @@ def run(rows: Sequence[int], dim: int = 64, repeats: int = 3) -> list[dict]:
                     "dim": dim,
                     "params": n * dim,
                     "metrics": {
-                        "sparse_adam_ms": sparse,
-                        "dense_adam_ms": dense,
-                        "dense_over_sparse": dense / sparse,
+                        **{f"{k}_ms": v for k, v in ms.items()},
+                        "dense_over_sparse": ms["dense_adam"] / ms["sparse_adam"],
+                        "row_over_sparse": ms["row_adam"] / ms["sparse_adam"],
+                        "table_over_row": ms["table_adam"] / ms["row_adam"],
                     },
                     "repeats": repeats,
                     "machine": machine_info(),
@@ -103,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for r in rows:
         m = r["metrics"]
         print(
-            f"{r['rows']:>9,} x {r['dim']}: SparseAdam {m['sparse_adam_ms']:.2f} ms/step, "
-            f"dense Adam {m['dense_adam_ms']:.2f} ms/step (dense/sparse {m['dense_over_sparse']:.2f}x)"
+            f"{r['rows']:>9,} x {r['dim']}: SparseAdam {m['sparse_adam_ms']:.2f}, RowAdam "
+            f"{m['row_adam_ms']:.2f}, Adam {m['dense_adam_ms']:.2f}, TableAdam {m['table_adam_ms']:.2f} "
+            f"ms/step (dense fused / row {m['table_over_row']:.2f}x)"
         )
     if args.json:
         from recfunnel.bench.rows import write_json

@@ -22,6 +22,12 @@ from recfunnel.cli.common import (
 from recfunnel.data.schema import ColumnMapping
 from recfunnel.models import MODELS
 from recfunnel.run import DataConfig, ModelSection, RunConfig, SplitConfig, TrainConfig
+from recfunnel.run.config import deep_merge
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 DEVICES = ("auto", "cpu", "cuda")
 ENCODINGS = get_args(ColumnMapping.model_fields["encoding"].annotation)
@@ -30,6 +36,47 @@ SPLITS = get_args(SplitConfig.model_fields["method"].annotation)
 
 def _default(section: type, field: str) -> Any:
     return section.model_fields[field].default
+
+
+def _train_default(field: str) -> str:
+    return f"the model family's tuned setting where it has one, else {_default(TrainConfig, field)}"
+
+
+def family_defaults(name: str, objective: str | None = None) -> dict[str, Any]:
+    """RunConfig sections holding family `name`'s tuned defaults: its ``train_defaults`` (train
+    settings) and, when it trains with its own objective, its ``objective_defaults`` (objective
+    parameters): the configuration its benchmark suite chose on the valid part. {} for families
+    without them (and for unknown names, which fail later with the list of valid ones)."""
+    from recfunnel.errors import ConfigError
+    from recfunnel.models.base import model_class
+
+    try:
+        cls = model_class(name)
+    except (ConfigError, KeyError, ValueError):
+        return {}
+    out: dict[str, Any] = {}
+    if getattr(cls, "train_defaults", None):
+        out["train"] = dict(cls.train_defaults)
+    if getattr(cls, "objective_defaults", None) and objective in (None, getattr(cls, "objective", None)):
+        out["objective"] = {"params": dict(cls.objective_defaults)}
+    return out
+
+
+def run_config(config: Path | None, over: dict[str, Any]) -> RunConfig:
+    """The run's config: the model family's tuned defaults (:func:`family_defaults`), under the TOML
+    file's values (when given), under the flags in `over`."""
+    raw: dict[str, Any] = {}
+    if config:
+        with open(config, "rb") as f:
+            raw = tomllib.load(f)
+    name = (
+        over.get("model", {}).get("name")
+        or raw.get("model", {}).get("name")
+        or _default(ModelSection, "name")
+    )
+    objective = over.get("objective", {}).get("name") or raw.get("objective", {}).get("name")
+    base = deep_merge(family_defaults(name, objective), raw)
+    return RunConfig.model_validate(deep_merge(base, over))
 
 
 MODEL_HELP = (
@@ -98,14 +145,12 @@ def train(
         Path | None, typer.Option(help="reuse a saved split (.npz) (default: make one)")
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help=f"maximum epochs (default {_default(TrainConfig, 'epochs')})")
+        int | None, typer.Option(help=f"maximum epochs (default: {_train_default('epochs')})")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help=f"mini-batch size (default {_default(TrainConfig, 'batch_size')})")
+        int | None, typer.Option(help=f"mini-batch size (default: {_train_default('batch_size')})")
     ] = None,
-    lr: Annotated[
-        float | None, typer.Option(help=f"learning rate (default {_default(TrainConfig, 'lr')})")
-    ] = None,
+    lr: Annotated[float | None, typer.Option(help=f"learning rate (default: {_train_default('lr')})")] = None,
     seed: Annotated[int | None, typer.Option(help=f"seed (default {_default(TrainConfig, 'seed')})")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (cuda when available, else cpu)")] = "auto",
     param: Annotated[
@@ -187,7 +232,7 @@ def train(
     if "device" in TrainConfig.model_fields:
         over["train"]["device"] = device
     try:
-        cfg = RunConfig.from_toml(config, over) if config else RunConfig().updated(over)
+        cfg = run_config(config, over)
         cfg = _with_text_format(cfg, encoding, timestamp_format)
         model_class(cfg.model.name).Config(**cfg.model.params)  # before any data is read
     except (ValueError, OSError) as e:

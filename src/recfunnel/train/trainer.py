@@ -3,11 +3,12 @@ early stopping on a validation metric, atomic resumable checkpoints and a JSON e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,7 @@ from recfunnel.train.checkpoint import (
     save_checkpoint,
 )
 from recfunnel.train.objectives import Objective
+from recfunnel.train.row_optim import RowAdam, dense_adam
 
 
 class TrainConfig(BaseModel):
@@ -38,12 +40,18 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(256, ge=1, description="rows per mini-batch (positives+negatives for BCE)")
     lr: float = Field(1e-3, gt=0, description="learning rate")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(
-        "adam", description="dense optimiser; sparse embedding tables use SparseAdam (SGD when 'sgd')"
+        "adam", description="dense optimiser; sparse embedding tables use RowAdam (SGD when 'sgd')"
     )
     weight_decay: float = Field(0.0, ge=0, description="weight decay on dense parameters")
     patience: int = Field(5, ge=0, description="epochs without validation gain before stopping; 0: never")
     monitor: str = Field("ndcg@10", description="validation metric for early stopping and best epoch")
     seed: int = Field(0, description="seed for initialisation, negatives and batch order")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads while training; None: the model family's choice "
+        "(`train_threads`, e.g. 1 for the ID-table families), else torch's setting",
+    )
     progress: bool = Field(True, description="show a progress bar")
 
 
@@ -55,8 +63,10 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """Sparse embedding tables get SparseAdam (on large ID tables 5-50x faster a step than dense
-    Adam on this CPU, see `recfunnel bench optim`); everything else the configured dense optimiser."""
+    """Sparse embedding tables get :class:`~recfunnel.train.row_optim.RowAdam` (SparseAdam's lazy
+    update, a step costing the rows looked up); everything else the configured dense optimiser,
+    fused (:func:`~recfunnel.train.row_optim.dense_adam`) for models that declare
+    ``fused_optimizer = True`` (the ID-table families), ``foreach`` otherwise."""
     sparse_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
     params = [p for p in model.parameters() if p.requires_grad]
     sparse = [p for p in params if id(p) in sparse_ids]
@@ -65,10 +75,14 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
         return [torch.optim.SGD(params, lr=cfg.lr)] if params else []
     opts: list[torch.optim.Optimizer] = []
     if dense:
-        cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        opts.append(cls(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True))
+        decoupled = cfg.optimizer == "adamw"
+        if getattr(model, "fused_optimizer", False):
+            opts.append(dense_adam(dense, cfg.lr, cfg.weight_decay, decoupled))
+        else:
+            cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+            opts.append(cls(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True))
     if sparse:
-        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+        opts.append(RowAdam(sparse, lr=cfg.lr))
     return opts
 
 
@@ -129,6 +143,8 @@ class Trainer:
         cfg = self.config
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
         optimizers = build_optimizers(model, cfg)
+        # an objective may compute its loss and gradients in one fused pass (MF-BPR's closed form)
+        fused_backward = getattr(objective, "backward", None)
         report = TrainReport()
         best_state: dict[str, torch.Tensor] | None = None
         start_epoch, bad_epochs = 0, 0
@@ -161,15 +177,19 @@ class Trainer:
         if resume and validate is not None and cfg.patience and bad_epochs >= cfg.patience:
             # the saved run had already stopped early: an uninterrupted run would train no further
             end_epoch, report.stopped_early = start_epoch, True
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            disable=not cfg.progress,
-            transient=True,
-        ) as progress:
+        threads = cfg.threads if cfg.threads is not None else getattr(model, "train_threads", None)
+        with (
+            _torch_threads(threads),
+            Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                disable=not cfg.progress,
+                transient=True,
+            ) as progress,
+        ):
             for epoch in range(start_epoch, end_epoch):
                 n_batches = math.ceil(objective.samples_per_epoch() / cfg.batch_size)
                 task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches, info="")
@@ -180,12 +200,15 @@ class Trainer:
                     c0 = time.perf_counter()
                     for opt in optimizers:
                         opt.zero_grad(set_to_none=True)
-                    loss = objective.loss(model, batch)
-                    loss.backward()
+                    if fused_backward is not None:
+                        loss = fused_backward(model, batch)
+                    else:
+                        loss = objective.loss(model, batch)
+                        loss.backward()
                     for opt in optimizers:
                         opt.step()
                     compute += time.perf_counter() - c0
-                    n = len(next(iter(batch.values())))
+                    n = next(iter(batch.values())).shape[0]
                     total_loss += float(loss.detach()) * n
                     n_seen += n
                     step += 1
@@ -261,6 +284,20 @@ class Trainer:
 
 
 _STATE_KEYS = ["epoch", "bad_epochs", "history", "best_epoch", "best_metric"]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` inside the block (unchanged when None)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _resume_key(cfg: TrainConfig) -> dict:

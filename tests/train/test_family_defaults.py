@@ -1,0 +1,50 @@
+"""`recfunnel train --model X` trains X with the configuration its suite chose on the valid part:
+the family's train settings and objective parameters under the TOML file's values, under the flags."""
+
+import pytest
+import tomli_w
+
+from recfunnel.cli.train import family_defaults, run_config
+from recfunnel.models.mf import MF
+from recfunnel.models.ncf import GMF, MLP, NeuMF
+from recfunnel.run import TrainConfig
+
+
+@pytest.mark.parametrize("cls", [MF, GMF, MLP, NeuMF])
+def test_a_bare_run_gets_the_familys_tuned_train_settings_and_objective_parameters(cls):
+    cfg = run_config(None, {"model": {"name": cls.family}, "train": {"progress": False}})
+    for k, v in cls.train_defaults.items():
+        assert getattr(cfg.train, k) == v, k
+    assert cfg.objective.params == dict(getattr(cls, "objective_defaults", {}))
+    assert cfg.model.params == {}  # model hyper-parameters: the Config's own defaults
+
+
+def test_the_default_model_is_neumf_with_its_tuned_settings():
+    cfg = run_config(None, {})
+    assert cfg.model.name == "neumf"
+    assert cfg.train.batch_size == NeuMF.train_defaults["batch_size"]
+
+
+def test_toml_values_win_over_family_defaults_and_flags_over_both(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        tomli_w.dumps({"model": {"name": "mf"}, "train": {"lr": 0.5}, "objective": {"params": {"reg": 0.2}}})
+    )
+    cfg = run_config(path, {})
+    assert cfg.train.lr == 0.5 and cfg.objective.params == {"reg": 0.2}
+    assert cfg.train.batch_size == MF.train_defaults["batch_size"]  # not in the file: the family's
+    cfg = run_config(path, {"train": {"lr": 0.25, "batch_size": 7}})
+    assert cfg.train.lr == 0.25 and cfg.train.batch_size == 7
+
+
+def test_objective_defaults_apply_to_the_familys_own_objective_only():
+    assert family_defaults("mf")["objective"] == {"params": dict(MF.objective_defaults)}
+    assert "objective" not in family_defaults("mf", "bce")
+    cfg = run_config(None, {"model": {"name": "mf"}, "objective": {"name": "bce"}})
+    assert cfg.objective.params == {}
+
+
+def test_families_without_tuned_defaults_and_unknown_names_get_none():
+    assert family_defaults("no-such-model") == {}
+    cfg = run_config(None, {"model": {"name": "ease"}})
+    assert cfg.train == TrainConfig()
