@@ -48,6 +48,7 @@ def test_no_bench_module_assembles_a_fit_itself():
         src = path.read_text(encoding="utf-8")
         assert "recfunnel.pipeline" not in src, path.name
         assert "build_objective" not in src and "_register(" not in src, path.name
-        assert "build_model(" not in src, path.name
+        if path.name != "ease_memory.py":  # measures EASE.fit_matrix's peak memory on a bare matrix
+            assert "build_model(" not in src, path.name
         if path.name != "ctr.py":  # ctr.py times the Trainer against a plain loop (throughput)
             assert "Trainer(" not in src, path.name

@@ -45,4 +45,4 @@ def test_every_option_shows_its_default():
     assert not missing, f"options whose help shows no default: {missing}"
     res = invoke("train", "--help", env={"COLUMNS": "400"})
     epochs = TrainConfig.model_fields["epochs"].default
-    assert "[default: auto]" in res.output and f"maximum epochs (default {epochs})" in res.output
+    assert "[default: auto]" in res.output and f"tuned setting where it has one, else {epochs})" in res.output

@@ -390,28 +390,22 @@ def _side_by_side(job: _Job, imp: Entry, rounds: int) -> dict[str, Any]:
     rows (taken minutes apart) do not. Returns the per-round times, their ratios and the median."""
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    from recfunnel.models.base import build_model
-    from recfunnel.train.registry import build_objective
-    from recfunnel.train.trainer import TrainConfig, Trainer, seed_everything
+    from recfunnel.run import fit
 
-    e = job.entry
     ds, split = _job_data(job)
     train = split.part(ds, "train")
     x = train.matrix(ds.n_users, ds.n_items).astype(np.float32).tocsr()
     params = dict(imp.params, num_threads=job.threads) if job.threads is not None else dict(imp.params)
+    # every epoch runs (patience 0: no early stop), as implicit's fit runs all of its; the
+    # Trainer's per-epoch train_seconds leave the validation passes out
+    cfg = _run_config(job, dict(job.entry.train, progress=False, patience=0))
     before = torch.get_num_threads()
     if job.threads is not None:
         torch.set_num_threads(job.threads)
     ours, theirs = [], []
     try:
-        objective = build_objective(
-            e.objective["name"], train, ds.n_users, ds.n_items, **e.objective["params"]
-        )
-        cfg = TrainConfig(**dict(e.train, progress=False))
         for _ in range(rounds):
-            seed_everything(cfg.seed)
-            model = build_model(e.family, ds.n_users, ds.n_items, e.params)
-            report = Trainer(cfg).fit(model, objective)
+            report = fit(cfg, ds, split, evaluate=False).report
             ours.append(sum(h["train_seconds"] for h in report.history))
             t0 = time.perf_counter()
             BayesianPersonalizedRanking(**params).fit(x, show_progress=False)
@@ -421,7 +415,7 @@ def _side_by_side(job: _Job, imp: Entry, rounds: int) -> dict[str, Any]:
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
     return {
         "rounds": rounds,
-        "epochs": cfg.epochs,
+        "epochs": cfg.train.epochs,
         "ours_seconds": ours,
         "implicit_seconds": theirs,
         "ratios": ratios,

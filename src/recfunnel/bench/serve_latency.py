@@ -283,7 +283,8 @@ def _load_row(load: dict, before: dict, after: dict, base: dict[str, Any]) -> di
         "all_achieved_rps": load["all"]["achieved_rps"],
         "request_mean_ms": request_ms,
         "framework_overhead_ms": request_ms - stages["total"] if request_ms and "total" in stages else None,
-        "outside_handler_ms": rec["mean_ms"] - request_ms if request_ms and rec["mean_ms"] else None,
+        # client mean minus the service's: only when every request was answered (no lower bounds)
+        "outside_handler_ms": rec["mean_ms"] - request_ms if request_ms and not rec["censored"] else None,
         "client_cpu_s": load["client_cpu_s"],
     }
     row = base | {

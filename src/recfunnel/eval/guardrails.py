@@ -44,12 +44,24 @@ __all__ = [
     "item_feature_vectors",
     "item_popularity",
     "long_tail_share",
+    "metric_bounds",
     "novelty",
     "popularity_percentile",
 ]
 
 #: metric names, each reported as ``f"{name}@{K}"``
 GUARDRAILS: tuple[str, ...] = ("coverage", "gini", "diversity", "novelty", "pop_pct", "long_tail")
+
+
+def metric_bounds(name: str) -> tuple[float, float]:
+    """The range a metric ``name@K`` (or a bare name) lies in: ``pop_pct`` is a percentile (0-100),
+    ``novelty`` is in bits (0 up), every other ranking metric is a rate in [0, 1]."""
+    base = name.split("@", 1)[0]
+    if base == "pop_pct":
+        return 0.0, 100.0
+    if base == "novelty":
+        return 0.0, math.inf
+    return 0.0, 1.0
 
 
 def _lists(top: Any) -> tuple[np.ndarray, np.ndarray]:
