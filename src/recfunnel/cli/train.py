@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -19,10 +23,12 @@ from recfunnel.cli.common import (
     print_top,
     results_table,
 )
+from recfunnel.atomic import atomic_write_text
 from recfunnel.data.schema import ColumnMapping
 from recfunnel.models import MODELS
 from recfunnel.run import DataConfig, ModelSection, RunConfig, SplitConfig, TrainConfig
 from recfunnel.run.config import deep_merge
+from recfunnel.train import distributed
 
 try:
     import tomllib
@@ -175,6 +181,28 @@ def train(
         Path | None, typer.Option("--json", help="also write results as JSON (default: no)")
     ] = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="training processes on this machine (data-parallel, torch DDP: gloo on CPU, nccl on "
+            "CUDA); >1 launches them with torch's launcher (default 1: this process)",
+        ),
+    ] = 1,
+    dist_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="seconds a process waits for a peer before failing the run (default "
+            f"${distributed.TIMEOUT_ENV} or {distributed.DEFAULT_TIMEOUT_S:g})"
+        ),
+    ] = None,
+    sparse_allreduce: Annotated[
+        str | None,
+        typer.Option(
+            help="how sparse ID-table gradients travel between processes: "
+            f"{' | '.join(distributed.SPARSE_MODES)} (default ${distributed.SPARSE_ENV} or rows)"
+        ),
+    ] = None,
 ) -> None:
     """Train one model, evaluate it on the test part (full ranking and sampled), save an artifact,
     and print a results table plus a top-10 for one user."""
@@ -185,6 +213,10 @@ def train(
     if encoding is not None and encoding not in ENCODINGS:
         fail(f"--encoding {encoding!r} is not supported; valid: {', '.join(ENCODINGS)}")
     device = _device(device)
+    if sparse_allreduce is not None and sparse_allreduce not in distributed.SPARSE_MODES:
+        fail(f"--sparse-allreduce {sparse_allreduce!r}; valid: {', '.join(distributed.SPARSE_MODES)}")
+    if dist_timeout is not None and not dist_timeout > 0:
+        fail(f"--dist-timeout {dist_timeout}: valid: a positive number of seconds")
     over: dict[str, Any] = {"data": {}, "split": {}, "model": {}, "train": {}}
     if dataset:
         over["data"]["dataset"] = dataset
@@ -237,6 +269,14 @@ def train(
         model_class(cfg.model.name).Config(**cfg.model.params)  # before any data is read
     except (ValueError, OSError) as e:
         fail(f"bad configuration: {one_line(e)}")
+    if nproc > 1:
+        out = out or Path("artifacts") / f"{cfg.model.name}-{cfg.data.dataset or 'table'}"
+        _launch(cfg, nproc, out, resume, device, dist_timeout, sparse_allreduce)
+        _show(out, Path(f"{out}.ckpt") / "results.json", show_user, json_out)
+        return
+    worker = distributed.launched()  # one process of `torchrun -m recfunnel.cli train ...`
+    if worker and os.environ.get("RANK", "0") != "0":
+        console.quiet = True
     ds = load_data(cfg.data)
     sp = load_split(cfg.split, ds)
     console.print(
@@ -248,7 +288,10 @@ def train(
         console.print(f"note: {note}")
     name = cfg.model.name
     out = out or Path("artifacts") / f"{name}-{ds.name}"
-    res = fit(cfg, ds, sp, checkpoint_dir=Path(f"{out}.ckpt"), resume=resume, out=out)
+    with distributed.session(device, dist_timeout) if worker else contextlib.nullcontext():
+        res = fit(cfg, ds, sp, checkpoint_dir=Path(f"{out}.ckpt"), resume=resume, out=out)
+    if console.quiet:
+        return
     console.print(results_table(res.results, f"{name} on {ds.name} (test)"))
     report = res.report
     if report is not None and report.history:
@@ -264,6 +307,69 @@ def train(
     print_top(rec, f"user {user}", ids[0], scores[0], 10, False, None)
     if json_out:
         json_out.write_text(json.dumps([r.to_dict() for r in res.results], indent=1))
+
+
+def _launch(
+    cfg: RunConfig,
+    nproc: int,
+    out: Path,
+    resume: bool,
+    device: str,
+    timeout: float | None,
+    sparse: str | None,
+) -> None:
+    """Train `cfg` in `nproc` local processes started by torch's launcher (``python -m
+    torch.distributed.run ... -m recfunnel.run``), with the resolved config written beside the
+    checkpoints; exit 1 naming the status when any process fails (the launcher stops the others)."""
+    ckpt = Path(f"{out}.ckpt")
+    ckpt.mkdir(parents=True, exist_ok=True)
+    config, results = ckpt / "run.json", ckpt / "results.json"
+    atomic_write_text(config, cfg.model_dump_json(indent=1))
+    results.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    if timeout is not None:
+        env[distributed.TIMEOUT_ENV] = str(timeout)
+    if sparse is not None:
+        env[distributed.SPARSE_ENV] = sparse
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+        "--max-restarts", "0", "-m", "recfunnel.run", "--config", str(config), "--out", str(out),
+        "--checkpoint-dir", str(ckpt), "--json", str(results), "--device", device,
+        *(["--resume"] if resume else []),
+    ]  # fmt: skip
+    console.print(f"training in {nproc} processes (torch.distributed.run, {'nccl' if device == 'cuda' else 'gloo'})")
+    status = subprocess.run(cmd, env=env, check=False).returncode
+    if status != 0 or not results.exists():
+        fail(
+            f"distributed training failed (the launcher exited with status {status}); the messages "
+            f"of the failed process are above. Continue from the last checkpoint in {ckpt} with --resume "
+            "(any --nproc)",
+            code=1,
+        )
+
+
+def _show(out: Path, results: Path, show_user: str | None, json_out: Path | None) -> None:
+    """What `train` prints after a distributed run: rank 0's results and report, and a top-10."""
+    from recfunnel.eval.result import Result
+    from recfunnel.recommender import Recommender
+
+    body = json.loads(results.read_text())
+    rows = [Result(**{**r, "ks": tuple(r["ks"])}) for r in body["results"]]
+    rec = Recommender.load(out)
+    console.print(results_table(rows, f"{rec.family} (test)"))
+    report = body.get("report")
+    if report and report["epochs"]:
+        console.print(
+            f"trained {report['epochs']} epochs in {report['seconds']:.1f}s (best epoch "
+            f"{report['best_epoch'] + 1}), {report['samples_per_second']:,.0f} samples/s"
+        )
+    console.print(f"artifact written to {body['path']}")
+    user = show_user or rec.users_.ids[0]
+    ids, scores = rec.recommend([user], k=10)
+    print_top(rec, f"user {user}", ids[0], scores[0], 10, False, None)
+    if json_out:
+        json_out.write_text(json.dumps(body["results"], indent=1))
 
 
 def _device(choice: str) -> str:

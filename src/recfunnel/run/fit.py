@@ -42,6 +42,7 @@ from recfunnel.models.ctr.base import build_ctr
 from recfunnel.run.config import DataConfig, RunConfig, SplitConfig
 from recfunnel.run.evaluate import evaluate_run
 from recfunnel.run.features import ctr_fields
+from recfunnel.train import distributed
 from recfunnel.train.checkpoint import data_identity
 from recfunnel.train.labelled import LabelledBCE
 from recfunnel.train.registry import SEQUENCE_OBJECTIVES, build_objective
@@ -133,7 +134,10 @@ def fit(
     """Fit the family `cfg.model.name` on the train part of `split` (made from `cfg.split` when
     None) of `dataset` (read from `cfg.data` when None); evaluate on the test part with
     `cfg.eval` (AUC / logloss / GAUC for field families) unless `evaluate` is False; write the
-    artifact folder `out` when given (:func:`recfunnel.run.artifact.save_fit`)."""
+    artifact folder `out` when given (:func:`recfunnel.run.artifact.save_fit`).
+
+    In a process group (:func:`recfunnel.train.distributed.init`) every rank trains its share and
+    rank 0 alone evaluates and writes the artifact (the other ranks' results stay empty)."""
     cls = model_class(cfg.model.name)  # an unknown family fails before any data is read
     cls.Config(**cfg.model.params)
     ds = load_data(cfg.data) if dataset is None else dataset
@@ -144,9 +148,9 @@ def fit(
     else:
         res = _fit_user_item(cfg, ds, sp, checkpoint_dir, resume)
     res.seconds = time.perf_counter() - t0
-    if evaluate:
+    if evaluate and distributed.is_main():
         res.results = evaluate_run(res)
-    if out is not None:
+    if out is not None and distributed.is_main():
         from recfunnel.run.artifact import save_fit
 
         res.path = save_fit(res, out)
@@ -182,6 +186,7 @@ def _train(
     """Train a user x item model with its (or the configured) objective; -> (report, objective)."""
     train = sp.part(ds, "train")
     if not model.trainable:
+        _one_process(model.family)
         t0 = time.perf_counter()
         model.fit_matrix(_train_matrix(cfg, ds, train))
         return TrainReport(seconds=time.perf_counter() - t0), None
@@ -209,6 +214,16 @@ def _train(
         identity=identity,
     )
     return report, objective
+
+
+def _one_process(family: str) -> None:
+    """Refuse a family that the Trainer does not train in a process group of several processes."""
+    if distributed.is_distributed():
+        raise ConfigError(
+            f"{family!r} is not trained by gradient steps, so it has no distributed training; run it "
+            "in one process (valid with several: the families the Trainer trains, e.g. mf, neumf, "
+            "sasrec, two-tower, deepfm)"
+        )
 
 
 def _train_matrix(cfg: RunConfig, ds: Dataset, train: Any) -> Any:
@@ -286,6 +301,7 @@ def _fit_fields(cfg: RunConfig, ds: Dataset, sp: Split) -> FitResult:
             f"the split gave {len(parts['train'])} and {len(parts['valid'])}"
         )
     if cfg.model.name == "lightgbm":
+        _one_process("lightgbm")
         from recfunnel.models.ctr.gbdt import LightGBMConfig, LightGBMRanker
 
         lcfg = LightGBMConfig(**{"num_threads": torch.get_num_threads(), **cfg.model.params})

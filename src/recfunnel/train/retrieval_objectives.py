@@ -109,13 +109,23 @@ class InBatchSoftmax:
         q = torch.exp(log_q)
         return torch.log((b * q + n / self.n_items) / (b + n))
 
+    def shard(self, batch: dict[str, torch.Tensor], lo: int, hi: int) -> dict[str, torch.Tensor]:
+        """Rows [lo, hi) of a batch for one process of a distributed fit: its users against the
+        whole batch's candidates (so the loss is the one-process loss of those rows)."""
+        part = dict(batch, users=batch["users"][lo:hi], offset=torch.tensor(lo))
+        if "mask" in batch:
+            part["mask"] = batch["mask"][lo:hi]
+        return part
+
     def logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, B + N] scaled, corrected, masked logits; the target of row r is column r."""
+        """[B, B + N] scaled, corrected, masked logits; the target of row r is column r (column
+        ``offset + r`` for a :meth:`shard` of a batch)."""
         users, items = batch["users"], batch["items"]
         cand = torch.cat([items, batch["extra"]]) if "extra" in batch else items
+        lo = int(batch["offset"]) if "offset" in batch else 0
         bias = None
         if isinstance(model, TwoTowerLike):
-            u = model.user_embed(users, targets=items)
+            u = model.user_embed(users, targets=items[lo : lo + len(users)])
             v = model.item_embed(cand)
             scale = model.logit_scale()
             bias = model.candidate_bias(cand)
@@ -139,7 +149,8 @@ class InBatchSoftmax:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.logits(model, batch)
-        return F.cross_entropy(logits, torch.arange(len(logits)))
+        lo = int(batch["offset"]) if "offset" in batch else 0
+        return F.cross_entropy(logits, torch.arange(lo, lo + len(logits)))
 
 
 class SkipGramNS:

@@ -1,5 +1,6 @@
 """One Trainer for every trainable model: mini-batches from an objective, sparse-aware optimisers,
-early stopping on a validation metric, atomic resumable checkpoints and a JSON epoch log."""
+early stopping on a validation metric, atomic resumable checkpoints and a JSON epoch log; data
+parallel across the processes of a launched run (:mod:`recfunnel.train.distributed`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recfunnel.atomic import atomic_write_bytes, atomic_write_text
+from recfunnel.train import distributed
 from recfunnel.train.checkpoint import (
     CheckpointError,
     check_identity,
@@ -67,7 +69,7 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     update, a step costing the rows looked up); everything else the configured dense optimiser,
     fused (:func:`~recfunnel.train.row_optim.dense_adam`) for models that declare
     ``fused_optimizer = True`` (the ID-table families), ``foreach`` otherwise."""
-    sparse_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
+    sparse_ids = _sparse_tables(model)
     params = [p for p in model.parameters() if p.requires_grad]
     sparse = [p for p in params if id(p) in sparse_ids]
     dense = [p for p in params if id(p) not in sparse_ids]
@@ -84,6 +86,48 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     if sparse:
         opts.append(RowAdam(sparse, lr=cfg.lr))
     return opts
+
+
+def _sparse_tables(model: torch.nn.Module) -> set[int]:
+    """ids of the weights of the model's sparse embedding tables (sparse row gradients)."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
+
+
+class _DataParallel:
+    """What a step and an epoch of a distributed fit add: each rank backpropagates its slice of
+    the global batch, gradients are summed weighted by the slice's share of the global batch's
+    loss (:func:`~recfunnel.train.distributed.shard_weight`: the global batch's gradient),
+    and rank 0's epoch entry (validation included) is handed to the others once it has written
+    its checkpoint."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective) -> None:
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        sparse_ids = _sparse_tables(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.sync = distributed.GradientSync(
+            params, [p for p in params if id(p) in sparse_ids], distributed.sparse_mode()
+        )
+        self.shard = getattr(objective, "shard", None) or distributed.shard_batch
+        distributed.broadcast_parameters(model)  # equal on every rank already; made sure
+
+    def backward(
+        self, model: torch.nn.Module, objective: Objective, batch: dict, fused: Callable | None
+    ) -> tuple[float, int]:
+        """Backward on this rank's rows of `batch`, then the gradient all-reduce; -> (the global
+        batch's mean loss, its rows)."""
+        n = distributed.batch_rows(batch)
+        lo, hi = distributed.shard_bounds(n, self.rank, self.world)
+        loss, weight = None, 0.0
+        if hi > lo:  # a global batch smaller than the world leaves some ranks without rows
+            part = self.shard(batch, lo, hi)
+            weight = distributed.shard_weight(objective, batch, part, lo, hi)
+            if fused is not None:
+                loss = fused(model, part)
+            else:
+                loss = objective.loss(model, part)
+                loss.backward()
+        return self.sync(weight, loss), n
 
 
 @dataclass
@@ -116,6 +160,12 @@ class Trainer:
     Checkpoints (when `checkpoint_dir` is given) are written after every epoch: `last/` (model,
     optimisers, RNG, trainer state) and `best.safetensors`; `resume=True` continues from `last/`
     and ends with the same weights as an uninterrupted run. `log.json` holds the epoch log.
+
+    In a process group (:mod:`recfunnel.train.distributed`), every rank trains on its slice of
+    each global batch of `batch_size` rows and the gradients are averaged over the global batch
+    before each step; rank 0 validates and writes the checkpoints and log, and every rank takes
+    its early-stopping decision from rank 0's metrics. A checkpoint holds the global state, so a
+    run resumes with any number of processes.
     """
 
     def __init__(self, config: TrainConfig | None = None) -> None:
@@ -145,6 +195,7 @@ class Trainer:
         optimizers = build_optimizers(model, cfg)
         # an objective may compute its loss and gradients in one fused pass (MF-BPR's closed form)
         fused_backward = getattr(objective, "backward", None)
+        main = distributed.is_main()
         report = TrainReport()
         best_state: dict[str, torch.Tensor] | None = None
         start_epoch, bad_epochs = 0, 0
@@ -172,6 +223,7 @@ class Trainer:
             report.best_epoch, report.best_metric = state["best_epoch"], state["best_metric"]
             if (ckpt / "best.safetensors").exists():
                 best_state = safetensors.torch.load_file(str(ckpt / "best.safetensors"))
+        ddp = _DataParallel(model, objective) if distributed.is_distributed() else None
         t_fit = time.perf_counter()
         end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, start_epoch + max_epochs)
         if resume and validate is not None and cfg.patience and bad_epochs >= cfg.patience:
@@ -186,7 +238,7 @@ class Trainer:
                 TextColumn("{task.completed}/{task.total}"),
                 TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(),
-                disable=not cfg.progress,
+                disable=not (cfg.progress and main),
                 transient=True,
             ) as progress,
         ):
@@ -200,16 +252,20 @@ class Trainer:
                     c0 = time.perf_counter()
                     for opt in optimizers:
                         opt.zero_grad(set_to_none=True)
-                    if fused_backward is not None:
-                        loss = fused_backward(model, batch)
+                    if ddp is not None:
+                        batch_loss, n = ddp.backward(model, objective, batch, fused_backward)
                     else:
-                        loss = objective.loss(model, batch)
-                        loss.backward()
+                        if fused_backward is not None:
+                            loss = fused_backward(model, batch)
+                        else:
+                            loss = objective.loss(model, batch)
+                            loss.backward()
+                        n = next(iter(batch.values())).shape[0]
+                        batch_loss = float(loss.detach())
                     for opt in optimizers:
                         opt.step()
                     compute += time.perf_counter() - c0
-                    n = next(iter(batch.values())).shape[0]
-                    total_loss += float(loss.detach()) * n
+                    total_loss += batch_loss * n
                     n_seen += n
                     step += 1
                     if step % 50 == 0 or step == n_batches:
@@ -229,12 +285,17 @@ class Trainer:
                     "compute_seconds": compute,
                     "samples_per_second": n_seen / train_seconds if train_seconds else 0.0,
                 }
+                if ddp is not None:
+                    entry["processes"] = ddp.world
                 improved = True
+                if ddp is not None and not ddp.main:
+                    entry = distributed.broadcast_object(None)  # rank 0's, once it has checkpointed
                 if validate is not None:
-                    v0 = time.perf_counter()
-                    metrics = validate(model)
-                    entry["valid"] = metrics
-                    entry["valid_seconds"] = time.perf_counter() - v0
+                    if main:
+                        v0 = time.perf_counter()
+                        entry["valid"] = validate(model)
+                        entry["valid_seconds"] = time.perf_counter() - v0
+                    metrics = entry["valid"]
                     if cfg.monitor not in metrics:
                         raise KeyError(f"monitor {cfg.monitor!r} not in validation metrics {sorted(metrics)}")
                     value = metrics[cfg.monitor]
@@ -251,7 +312,7 @@ class Trainer:
                 report.history.append(entry)
                 if progress.disable is False:
                     progress.console.print(_epoch_line(entry, cfg.monitor))
-                if ckpt is not None:
+                if ckpt is not None and main:
                     ckpt.mkdir(parents=True, exist_ok=True)
                     if improved and best_state is not None:
                         atomic_write_bytes(
@@ -273,6 +334,8 @@ class Trainer:
                         identity=identity,
                     )
                     atomic_write_text(ckpt / "log.json", json.dumps(report.history, indent=1))
+                if ddp is not None and ddp.main:
+                    distributed.broadcast_object(entry)
                 if cfg.patience and bad_epochs >= cfg.patience:
                     report.stopped_early = True
                     break
