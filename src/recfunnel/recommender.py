@@ -22,7 +22,7 @@ from recfunnel.data.splits import Split, make_split
 from recfunnel.data.vocab import Vocab
 from recfunnel.models.base import Factorised, HistoryAware, Model, model_class
 from recfunnel.run.artifact import load_model, save_model, seen_matrix
-from recfunnel.run.config import RunConfig
+from recfunnel.run.config import RunConfig, family_defaults
 from recfunnel.run.fit import FitResult, fit
 from recfunnel.run.scoring import candidate_scorer
 from recfunnel.train.trainer import TrainConfig, TrainReport
@@ -36,7 +36,9 @@ class Recommender:
             sequence models, and the CTR rankers / LightGBM, which score every item through their
             feature fields).
         params: the family's hyper-parameters (see its Config); defaults are the paper's.
-        train: TrainConfig (or a dict of its fields) for trainable families.
+        train: TrainConfig (or a dict of its fields) for trainable families; unset fields take the
+            family's tuned settings (``train_defaults``, as ``recfunnel train`` does) when `run`
+            is not given, else TrainConfig's defaults.
         run: a whole RunConfig (features, CTR task, objective, eval); `model`, `params` and
             `train` given here override its sections.
     """
@@ -53,8 +55,13 @@ class Recommender:
             train = run.train
         self.family = model
         self.params = dict(params or {})
-        self.train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
-        base = run or RunConfig()
+        # without a whole RunConfig, the family's tuned train/objective settings (as `recfunnel
+        # train` uses them) sit under what is given here
+        tuned = family_defaults(model) if run is None else {}
+        if not isinstance(train, TrainConfig):
+            train = TrainConfig(**{**tuned.get("train", {}), **(train or {})})
+        self.train_config = train
+        base = run or RunConfig.tuned({"model": {"name": model}})
         self.run_config = base.updated(
             {"model": {"name": model, "params": self.params}, "train": self.train_config.model_dump()}
         )

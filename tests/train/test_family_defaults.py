@@ -48,3 +48,28 @@ def test_families_without_tuned_defaults_and_unknown_names_get_none():
     assert family_defaults("no-such-model") == {}
     cfg = run_config(None, {"model": {"name": "ease"}})
     assert cfg.train == TrainConfig()
+
+
+def test_the_library_paths_get_the_same_tuned_settings_as_the_cli(tmp_path):
+    """RunConfig.from_toml / RunConfig.tuned, Recommender and a funnel's model section layer the
+    family's tuned settings the way `recfunnel train` does; RunConfig(...) itself does not."""
+    from recfunnel.funnel.config import ModelSpec
+    from recfunnel.recommender import Recommender
+    from recfunnel.run import RunConfig
+
+    cli = run_config(None, {"model": {"name": "mf"}})
+    assert RunConfig.tuned({"model": {"name": "mf"}}) == cli
+    path = tmp_path / "run.toml"
+    path.write_text(tomli_w.dumps({"model": {"name": "mf"}, "train": {"lr": 0.5}}))
+    from_file = RunConfig.from_toml(path)
+    assert from_file.train.lr == 0.5 and from_file.train.batch_size == MF.train_defaults["batch_size"]
+    assert RunConfig(model={"name": "mf"}).train == TrainConfig()  # explicit: generic defaults
+
+    rec = Recommender("mf", train={"epochs": 2})
+    assert rec.train_config.epochs == 2 and rec.train_config.batch_size == MF.train_defaults["batch_size"]
+    assert rec.run_config.objective.params == dict(MF.objective_defaults)
+    assert Recommender("mf", run=RunConfig(model={"name": "mf"})).train_config == TrainConfig()
+
+    spec = ModelSpec.model_validate({"model": {"name": "neumf"}, "train": {"epochs": 3}})
+    assert spec.train.epochs == 3 and spec.train.batch_size == NeuMF.train_defaults["batch_size"]
+    assert ModelSpec.model_validate({"model": {"name": "two-tower"}}).train == TrainConfig()

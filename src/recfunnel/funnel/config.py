@@ -46,6 +46,7 @@ from recfunnel.run.config import (
     RunConfig,
     SplitConfig,
     deep_merge,
+    with_family_defaults,
 )
 from recfunnel.train.trainer import TrainConfig
 
@@ -72,6 +73,17 @@ class ModelSpec(_Strict):
         EvalSection(protocols=("full",), ks=(10, 50, 200), valid_protocol="full"),
         description="how the model alone is evaluated after training (and early-stopped)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tuned(cls, raw: Any) -> Any:
+        """A model trained here takes its family's tuned train/objective settings under the
+        given ones (as ``recfunnel train`` does)."""
+        if not isinstance(raw, dict) or raw.get("artifact") is not None:
+            return raw
+        section = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in raw.items()}
+        section.setdefault("model", {"name": cls.model_fields["model"].default.name})
+        return with_family_defaults(section)
 
     def run_config(self, data: DataConfig, split: SplitConfig) -> RunConfig:
         """This model's run config over the funnel's data and split."""

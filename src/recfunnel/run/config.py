@@ -32,6 +32,9 @@ __all__ = [
     "RunConfig",
     "SplitConfig",
     "TrainConfig",
+    "deep_merge",
+    "family_defaults",
+    "with_family_defaults",
 ]
 
 PROTOCOLS = ("full", "full-unmasked", "sampled")
@@ -165,9 +168,18 @@ class RunConfig(_Strict):
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+        """The file's config (then `overrides`) over the model family's tuned defaults
+        (:func:`with_family_defaults`), as ``recfunnel train --config`` reads it."""
         with open(path, "rb") as f:
             raw = tomllib.load(f)
-        return cls.model_validate(deep_merge(raw, overrides or {}))
+        return cls.tuned(deep_merge(raw, overrides or {}))
+
+    @classmethod
+    def tuned(cls, raw: dict[str, Any] | None = None) -> RunConfig:
+        """A config from plain sections with the family's tuned train/objective settings under
+        them: ``RunConfig.tuned({"model": {"name": "mf"}})`` trains MF-BPR as its benchmark chose
+        (``RunConfig(...)`` itself takes every unset field from the generic defaults)."""
+        return cls.model_validate(with_family_defaults(raw or {}))
 
     def updated(self, overrides: dict[str, Any]) -> RunConfig:
         return RunConfig.model_validate(deep_merge(self.model_dump(), overrides))
@@ -195,3 +207,31 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def family_defaults(name: str, objective: str | None = None) -> dict[str, Any]:
+    """RunConfig sections holding family `name`'s tuned defaults: its ``train_defaults`` (train
+    settings) and, when it trains with its own objective (`objective` None or that one), its
+    ``objective_defaults`` (objective parameters): the configuration its benchmark suite chose on
+    the valid part. {} for families without them and for unknown names (those fail later, when
+    the config is used, with the list of valid ones)."""
+    from recfunnel.models.base import model_class
+
+    try:
+        cls = model_class(name)
+    except (KeyError, ValueError):
+        return {}
+    out: dict[str, Any] = {}
+    if getattr(cls, "train_defaults", None):
+        out["train"] = dict(cls.train_defaults)
+    if getattr(cls, "objective_defaults", None) and objective in (None, getattr(cls, "objective", None)):
+        out["objective"] = {"params": dict(cls.objective_defaults)}
+    return out
+
+
+def with_family_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (RunConfig sections as plain dicts) merged over its model family's tuned defaults
+    (:func:`family_defaults`); the family is ``raw["model"]["name"]`` or the default one."""
+    name = (raw.get("model") or {}).get("name") or ModelSection.model_fields["name"].default
+    objective = (raw.get("objective") or {}).get("name")
+    return deep_merge(family_defaults(name, objective), raw)
