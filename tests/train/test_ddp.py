@@ -35,7 +35,6 @@ from recfunnel.data.fields import FieldBatch
 from recfunnel.run.config import RunConfig
 from recfunnel.run.fit import fit
 from recfunnel.settings import data_root
-from recfunnel.train import distributed
 from recfunnel.train.distributed import GradientSync, shard_batch, shard_bounds
 
 DATA = data_root().resolve()  # $RECFUNNEL_DATA, else ../shared/data: the real MovieLens-100K
@@ -132,7 +131,7 @@ def _configs() -> dict[str, dict]:
     train = {"progress": False, "patience": 0, "threads": 1}
     runs = {
         "mf": ({"name": "mf", "params": {"sparse": True}}, {"epochs": 2, "batch_size": 8192, "lr": 0.01}),
-        "neumf": ({"name": "neumf", "params": {"factors": 8}}, {"epochs": 1, "batch_size": 4096, "lr": 0.002}),
+        "neumf": ({"name": "neumf", "params": {"factors": 8}}, {"epochs": 1, "batch_size": 4096, "lr": 2e-3}),
         "sasrec": (
             {"name": "sasrec", "params": {"dropout": 0.0, "blocks": 1, "hidden": 32}},
             {"epochs": 2, "batch_size": 128, "lr": 0.001},
@@ -150,8 +149,9 @@ def _summary(res) -> dict:
     return {
         "loss": [h["loss"] for h in hist],
         "valid": [h["valid"] for h in hist],
-        "test": {f"{r.protocol}/{k}": v for r in res.results for k, v in r.metrics.items()
-                 if isinstance(v, float)},  # fmt: skip
+        "test": {
+            f"{r.protocol}/{k}": v for r in res.results for k, v in r.metrics.items() if isinstance(v, float)
+        },
         "processes": hist[-1].get("processes", 1),
     }
 
@@ -283,7 +283,7 @@ def test_killing_rank_1_fails_the_job_quickly_and_resume_completes_it(tmp_path):
     assert all("processes" not in h for h in log[epochs_done:])
     # the same as an uninterrupted one-process run
     ref = tmp_path / "ref"
-    res = runner.invoke(app, [*_train_args(ref, "--json", str(tmp_path / "ref.json"))], catch_exceptions=False)
+    res = runner.invoke(app, _train_args(ref, "--json", str(tmp_path / "ref.json")), catch_exceptions=False)
     assert res.exit_code == 0, res.output
     ref_log = json.loads((tmp_path / "ref.ckpt" / "log.json").read_text())
     assert [h["loss"] for h in log] == pytest.approx([h["loss"] for h in ref_log], rel=LOSS_RTOL)

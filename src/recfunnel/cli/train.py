@@ -12,6 +12,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 
+from recfunnel.atomic import atomic_write_text
 from recfunnel.cli.common import (
     ConfigOpt,
     DataRootOpt,
@@ -23,7 +24,6 @@ from recfunnel.cli.common import (
     print_top,
     results_table,
 )
-from recfunnel.atomic import atomic_write_text
 from recfunnel.data.schema import ColumnMapping
 from recfunnel.models import MODELS
 from recfunnel.run import DataConfig, ModelSection, RunConfig, SplitConfig, TrainConfig
@@ -338,7 +338,8 @@ def _launch(
         "--checkpoint-dir", str(ckpt), "--json", str(results), "--device", device,
         *(["--resume"] if resume else []),
     ]  # fmt: skip
-    console.print(f"training in {nproc} processes (torch.distributed.run, {'nccl' if device == 'cuda' else 'gloo'})")
+    backend = "nccl" if device == "cuda" else "gloo"
+    console.print(f"training in {nproc} processes (torch.distributed.run, {backend})")
     status = subprocess.run(cmd, env=env, check=False).returncode
     if status != 0 or not results.exists():
         fail(

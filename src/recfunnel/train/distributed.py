@@ -307,7 +307,8 @@ class GradientSync:
                 p.grad = None
                 continue
             values = torch.cat([v for _, v in got]).view(len(idx), *p.shape[1:])
-            p.grad = torch.sparse_coo_tensor(idx.unsqueeze(0), values, p.shape)  # duplicates: summed by RowAdam
+            # uncoalesced: the row optimiser sums duplicate rows (as for one process's row gradients)
+            p.grad = torch.sparse_coo_tensor(idx.unsqueeze(0), values, p.shape)
 
     def _sparse_dense(self, weight: float) -> None:
         tables = []
