@@ -124,16 +124,17 @@ class SkipGram(Protocol):
 
 
 #: With ``sparse="auto"``, ID tables with at least this many parameters (rows x dim) get sparse
-#: gradients (SparseAdam) and smaller ones dense foreach Adam, which steps faster there. From
-#: `recfunnel bench optim` (bench/results/optim.json; 3 x 1024 lookups a step, 1 thread): dense over
-#: sparse step time 0.82x at 10k x 64 rows, 1.51x at 15k x 64, 12x at 100k x 64, 57x at 500k x 64,
-#: so the line sits between 640k and 960k parameters. The default stays True: every recorded
-#: benchmark used it.
-SPARSE_MIN_PARAMS = 800_000
+#: row gradients, stepped by RowAdam (the Trainer's lazy row Adam), and smaller ones a dense
+#: gradient stepped by the fused TableAdam of the ID-table families. From `recfunnel bench optim`
+#: (bench/results/optim.json, `table_over_row`: dense TableAdam's step time over RowAdam's, 3 x 1024
+#: lookups a step, 1 thread): 0.66 at 2k x 64 rows, 0.78 at 10k x 64, 0.79 at 15k x 64, 0.99 at
+#: 20k x 64, 3.4 at 100k x 64, so the line sits near 20k x 64 = 1.28M parameters.
+SPARSE_MIN_PARAMS = 1_300_000
 
 SPARSE_HELP = (
-    "sparse gradients (SparseAdam) for the ID tables: true, false, or 'auto': only for tables of "
-    ">= 800k parameters (rows x dim), where they pay off (smaller catalogues train faster dense)"
+    "sparse row gradients (stepped by RowAdam, a lazy row Adam) for the ID tables: true, false, or "
+    "'auto': only for tables of >= 1.3M parameters (rows x dim), where they pay off (smaller "
+    "tables step faster dense)"
 )
 Sparse = bool | Literal["auto"]
 

@@ -27,7 +27,7 @@ class FieldEmbedding(nn.Module):
         fields: the fields to embed, in output order.
         dim: one embedding dimension for all, or a dimension per field name (then only
             :meth:`flat` works, not the stacked :meth:`forward`).
-        sparse: sparse gradients for the tables (the Trainer gives them SparseAdam).
+        sparse: sparse gradients for the tables (the Trainer steps them with RowAdam, a lazy row Adam).
         init_std: std of the normal initialisation. The PAD and UNK rows start at zero: UNK is
             what unseen users/items get, and a zero vector is the neutral guess.
     """

@@ -33,7 +33,7 @@ class CTRConfig(ModelConfig):
 
     embedding_dim: int = Field(16, ge=1, description="embedding dimension shared by all fields")
     init_std: float = Field(1e-2, ge=0, description="std of the embedding initialisation")
-    sparse: bool = Field(False, description="sparse gradients for the embedding tables (SparseAdam)")
+    sparse: bool = Field(False, description="sparse gradients for the embedding tables (stepped by RowAdam, a lazy row Adam)")
 
 
 class CTRModel(Model):
