@@ -150,3 +150,23 @@ def test_seeds_are_refused_by_suites_that_run_one():
         run_suite("ncf-ml100k", quick=True, seeds=[0, 1])
     with pytest.raises(ValueError, match="does not take seeds"):
         run_suite("ann", quick=True, seeds=[0, 1])
+
+
+def test_report_states_the_side_by_side_median_ratio():
+    from recfunnel.bench.report import _comparison
+
+    side = {"rounds": 3, "epochs": 60, "ratios": [2.5, 2.0, 3.0], "median_ratio": 2.5}
+    rows = [
+        {"model": "implicit-bpr", "protocol": "full", "metrics": {}},
+        {
+            "model": "MF-BPR",
+            "protocol": "full",
+            "metrics": {},
+            "comparison": {"against": "implicit-bpr", "ratio_ours_over_implicit": 2.7, "same_epochs": 60,
+                           "side_by_side": side},
+        },
+    ]
+    (line,) = _comparison(rows)
+    assert "ratio ours/implicit = 2.70x" in line
+    assert "3 alternating rounds of 60 epochs" in line and "median ratio ours/implicit = 2.50x" in line
+    assert "2.50, 2.00, 3.00" in line

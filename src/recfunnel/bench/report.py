@@ -173,6 +173,13 @@ def _comparison(rows: Sequence[dict]) -> list[str]:
                 )
         if c.get("note"):
             s += f" ({c['note']})"
+        side = c.get("side_by_side")
+        if side and side.get("ratios"):
+            s += (
+                f" Side by side in one process ({side['rounds']} alternating rounds of {side['epochs']} "
+                f"epochs, same threads): median ratio ours/implicit = {_f(side['median_ratio'], 2)}x "
+                f"(per round: {', '.join(_f(x, 2) for x in side['ratios'])})."
+            )
         out.append(s)
     return out
 
