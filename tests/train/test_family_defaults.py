@@ -4,10 +4,11 @@ the family's train settings and objective parameters under the TOML file's value
 import pytest
 import tomli_w
 
-from recfunnel.cli.train import family_defaults, run_config
+from recfunnel.cli.train import run_config
 from recfunnel.models.mf import MF
 from recfunnel.models.ncf import GMF, MLP, NeuMF
 from recfunnel.run import TrainConfig
+from recfunnel.run.config import family_defaults
 
 
 @pytest.mark.parametrize("cls", [MF, GMF, MLP, NeuMF])

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recfunnel.bench.rows import fit_figures, machine_info, peak_rss_mb, utc_now
+from recfunnel.bench.rows import fit_figures, machine_info, peak_rss_mb, per_user_keys, utc_now
 from recfunnel.data.fields import CTRPart, FieldSchema, ctr_parts
 from recfunnel.models.ctr.base import CTRModel, build_ctr
 from recfunnel.run import (
@@ -177,6 +177,7 @@ def _run_seed(entry: CTREntry, seed: int, data_root: str | None, quick: bool, pr
         "eval_seconds": result.seconds,
         "peak_rss_mb": peak_rss_mb(),
         **fig,
+        **per_user_keys(result),
         "data": {
             "n_train": len(parts["train"]),
             "n_valid": len(parts["valid"]),

@@ -45,6 +45,7 @@ from recfunnel.bench.rows import (
     machine_info,
     param_count,
     peak_rss_mb,
+    per_user_keys,
     run_config_json,
     utc_now,
 )
@@ -203,6 +204,7 @@ def _seed_rows(labels: Sequence[str], seed: int, quick: bool, data_root: Any, pr
             "stage_ms": dict(ev.stage_ms),
             "n_eval_users": ev.n_users,
             "mean_candidates": ev.mean_candidates,
+            **per_user_keys(ev),
             "eval_seconds": eval_seconds,
             "train_seconds": train_seconds,
             "retriever_train_seconds": res.seconds,

@@ -42,6 +42,7 @@ from recfunnel.bench.rows import (
     machine_info,
     merged_with_file,
     peak_rss_mb,
+    per_user_keys,
     utc_now,
 )
 from recfunnel.run import (
@@ -158,6 +159,7 @@ def _warm_rows(label: str, ds, split, quick: bool, progress: bool, seed: int = 0
             "peak_rss_scope": "process so far",
             **fit_figures(res),
             "date": utc_now(),
+            **per_user_keys(r),
         }
     )
     if progress:

@@ -48,41 +48,15 @@ def _train_default(field: str) -> str:
     return f"the model family's tuned setting where it has one, else {_default(TrainConfig, field)}"
 
 
-def family_defaults(name: str, objective: str | None = None) -> dict[str, Any]:
-    """RunConfig sections holding family `name`'s tuned defaults: its ``train_defaults`` (train
-    settings) and, when it trains with its own objective, its ``objective_defaults`` (objective
-    parameters): the configuration its benchmark suite chose on the valid part. {} for families
-    without them (and for unknown names, which fail later with the list of valid ones)."""
-    from recfunnel.errors import ConfigError
-    from recfunnel.models.base import model_class
-
-    try:
-        cls = model_class(name)
-    except (ConfigError, KeyError, ValueError):
-        return {}
-    out: dict[str, Any] = {}
-    if getattr(cls, "train_defaults", None):
-        out["train"] = dict(cls.train_defaults)
-    if getattr(cls, "objective_defaults", None) and objective in (None, getattr(cls, "objective", None)):
-        out["objective"] = {"params": dict(cls.objective_defaults)}
-    return out
-
-
 def run_config(config: Path | None, over: dict[str, Any]) -> RunConfig:
-    """The run's config: the model family's tuned defaults (:func:`family_defaults`), under the TOML
-    file's values (when given), under the flags in `over`."""
+    """The run's config: the model family's tuned defaults
+    (:func:`recfunnel.run.config.family_defaults`), under the TOML file's values (when given),
+    under the flags in `over`."""
     raw: dict[str, Any] = {}
     if config:
         with open(config, "rb") as f:
             raw = tomllib.load(f)
-    name = (
-        over.get("model", {}).get("name")
-        or raw.get("model", {}).get("name")
-        or _default(ModelSection, "name")
-    )
-    objective = over.get("objective", {}).get("name") or raw.get("objective", {}).get("name")
-    base = deep_merge(family_defaults(name, objective), raw)
-    return RunConfig.model_validate(deep_merge(base, over))
+    return RunConfig.tuned(deep_merge(raw, over))
 
 
 MODEL_HELP = (
