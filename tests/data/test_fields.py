@@ -276,3 +276,34 @@ def test_a_count_of_buckets_cuts_at_train_quantiles(toy):
     assert f.edges == (float(np.nanmedian(years)),) and f.cardinality == 4
     codes = encode_rows(schema, toy, np.arange(8))["year_q"].tolist()
     assert codes == [2, 3, UNK, 3, 2, 3, UNK, 3]
+
+
+def test_an_event_encoder_reused_across_calls_matches_fresh_encodings(toy, monkeypatch):
+    """The encoder gathers from table encodings made once; each call equals a fresh encoding of the
+    same events (unknown ids -1 included, histories from the log or from `recent`), and the second
+    call reads no table column again."""
+    from recfunnel.data.fields import EventEncoder
+    from recfunnel.data.fields import encode as enc
+
+    schema = fit_schema(SPECS, toy, np.arange(len(toy.interactions)))
+    fresh = {}
+    calls = [
+        (np.array([0, 1, 2, -1]), np.array([3, -1, 0, 1]), np.array([250, 450, 600, 300]), None),
+        (
+            np.array([1, 1]),
+            np.array([0, 2]),
+            np.array([201, 201]),
+            (np.array([0, 2, 3]), np.array([3, 1, 0])),
+        ),
+    ]
+    for i, (u, it, t, recent) in enumerate(calls):
+        fresh[i] = encode_events(schema, toy, u, it, t, recent=recent)
+    encoder = EventEncoder(schema, toy)
+    first = encoder.encode(*calls[0][:3], recent=calls[0][3])
+    read, original = [], enc.scalar_values
+    monkeypatch.setattr(enc, "scalar_values", lambda *a: read.append(a[1].name) or original(*a))
+    for i, (u, it, t, recent) in enumerate(calls):
+        got = encoder.encode(u, it, t, recent=recent) if i else first
+        for name in schema.names:
+            assert torch.equal(got[name], fresh[i][name]), name
+    assert set(read) <= {"hour"}  # only the event's own field is computed per call

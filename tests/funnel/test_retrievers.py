@@ -117,3 +117,30 @@ def test_popularity_ranks_by_count_and_the_window_counts_only_recent_events(toy)
     got = trending.retrieve(_requests(toy, ["u00"]), 5)
     seen = set(_requests(toy, ["u00"]).seen[0].indices.tolist())
     assert got.sources == ("trending",) and not seen & set(got.items[0].tolist())
+
+
+def test_top_stable_is_the_prefix_of_a_stable_descending_sort():
+    from recfunnel.funnel.retrievers import top_stable
+
+    rng = np.random.default_rng(3)
+    for size in (1, 7, 100, 1000):
+        values = rng.integers(0, 5, size).astype(np.float32)  # many ties
+        full = np.argsort(-values, kind="stable")
+        for n in (0, 1, 2, size // 3, size - 1, size, size + 5):
+            assert np.array_equal(top_stable(values, n), full[: max(0, min(n, size))]), (size, n)
+
+
+def test_popularity_keeps_its_order_and_recounts_when_the_window_moves():
+    from recfunnel.data.dataset import Interactions
+
+    log = Interactions(
+        user=np.zeros(6, np.int64),
+        item=np.array([2, 2, 1, 0, 0, 0]),
+        timestamp=np.array([10, 11, 12, 20, 21, 22]),
+    )
+    trending = PopularityRetriever(log, 4, window_seconds=5, exclude_seen=False)
+    assert trending.top(2, now=13).tolist() == [2, 1]  # events at 10, 11, 12
+    assert trending.top(3, now=13).tolist() == [2, 1, 0]
+    assert trending.top(2, now=23).tolist() == [0, 1]  # events at 20-22; then ties by index
+    popular = PopularityRetriever(log, 4, exclude_seen=False)
+    assert popular.top(4).tolist() == [0, 2, 1, 3]

@@ -91,9 +91,11 @@ class Requests:
         `seen`."""
         if not seen:
             return self.exclude
-        out = (self.seen + self.exclude).tocsr()
-        out.data[:] = 1.0
-        return out
+        cached = self.__dict__.get("_blocked")
+        if cached is None:  # every stage asks; the union is built once (O(nnz), no n_items work)
+            cached = _union(self.seen, self.exclude)
+            object.__setattr__(self, "_blocked", cached)
+        return cached
 
 
 def _take_rows(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +131,12 @@ def ragged_tail(indptr: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndar
     new = np.zeros_like(indptr)
     np.cumsum(np.minimum(lengths, n), out=new[1:])
     return new, values[keep]
+
+
+def _union(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
+    """Row-wise union of two 0/1 CSR matrices of the same shape, every entry 1 (O(nnz): scipy's
+    `a + b` allocates per-column work arrays when the indices are not known to be sorted)."""
+    return _csr(*ragged_concat((a.indptr, a.indices), (b.indptr, b.indices)), a.shape[1])
 
 
 def _csr(indptr: np.ndarray, items: np.ndarray, n_items: int) -> sp.csr_matrix:
@@ -250,19 +258,22 @@ def resolve_requests(
         keep = np.repeat(known, np.diff(s_indptr))
         s_indptr = np.concatenate([[0], np.cumsum(lengths)])
         r_indptr, r_items = ragged_concat((s_indptr, s_items[keep]), (r_indptr, r_items))
-    seen_rows = _csr(r_indptr, r_items, n_items)  # every history item, before the tail is cut
+    seen_rows = (r_indptr, r_items)  # every history item, before the tail is cut
     if seen is not None and known.any():
-        stored = sp.diags(known.astype(np.float32)) @ sp.csr_matrix(seen)[np.where(known, u, 0)]
-        seen_rows = (seen_rows + stored).tocsr()  # anonymous rows add nothing stored (zeros)
-        seen_rows.eliminate_zeros()
-        seen_rows.data[:] = 1.0
+        seen = seen if isinstance(seen, sp.csr_matrix) else sp.csr_matrix(seen)
+        st_indptr, st_items = _take_rows(seen.indptr.astype(np.int64), seen.indices, np.where(known, u, 0))
+        lengths = np.where(known, np.diff(st_indptr), 0)  # anonymous rows add nothing stored
+        keep = np.repeat(known, np.diff(st_indptr))
+        stored = (np.concatenate([[0], np.cumsum(lengths)]), st_items[keep].astype(np.int64))
+        seen_rows = ragged_concat(seen_rows, stored)
+    seen_rows = _csr(*seen_rows, n_items)
     r_indptr, r_items = ragged_tail(r_indptr, r_items, max_recent)
     return Requests(
         fresh=np.minimum(sent, np.diff(r_indptr)),
         users=u,
         recent_indptr=r_indptr,
         recent_items=r_items,
-        seen=sp.csr_matrix(seen_rows),
+        seen=seen_rows,
         exclude=_csr(e_indptr, e_items, n_items),
         timestamp=timestamp,
         unknown_users=tuple(unknown_users),

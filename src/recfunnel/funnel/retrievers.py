@@ -26,7 +26,7 @@ from recfunnel.funnel.request import Requests, ragged_tail
 from recfunnel.index import Index, IndexFileError, build_index, check_index_matches, index_from_model
 from recfunnel.models.base import Factorised, HistoryAware, RecentEncoder
 
-__all__ = ["ANNRetriever", "ItemToItemRetriever", "PopularityRetriever", "Retriever"]
+__all__ = ["ANNRetriever", "ItemToItemRetriever", "PopularityRetriever", "Retriever", "top_stable"]
 
 
 @runtime_checkable
@@ -208,6 +208,21 @@ class ItemToItemRetriever:
         return _scatter(self.name, len(requests), k, rows, ids, scores)
 
 
+def top_stable(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the `n` largest values, largest first, ties by lower index: the first `n` of a
+    stable descending argsort, in O(len + n log n) rather than a full sort."""
+    n = min(n, len(values))
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    if n == len(values):
+        return np.argsort(-values, kind="stable")
+    kth = np.partition(values, len(values) - n)[len(values) - n]  # the n-th largest value
+    above = np.flatnonzero(values > kth)
+    tied = np.flatnonzero(values == kth)[: n - len(above)]
+    chosen = np.sort(np.concatenate([above, tied]))  # index order, so the stable sort keeps it on ties
+    return chosen[np.argsort(-values[chosen], kind="stable")]
+
+
 class PopularityRetriever:
     """The most interacted-with items of the log (score: the count), the same list for everyone
     minus each request's blocked items.
@@ -240,6 +255,8 @@ class PopularityRetriever:
                 raise ValueError("a popularity window needs timestamps; this log has none")
         self.n_items, self.window, self.exclude_seen = n_items, window_seconds, exclude_seen
         self.name = name or ("popular" if window_seconds is None else "trending")
+        # (now, counts, the best items by count, best first) of the last `now` asked
+        self._top = np.zeros(0, np.int64)
         if window_seconds is None:
             self._times = None
             self._items = None
@@ -262,14 +279,24 @@ class PopularityRetriever:
         if self._cached[0] != now:
             lo, hi = np.searchsorted(self._times, [now - self.window, now], side="left")
             self._cached = (now, self._count(self._items[lo:hi]))
+            self._top = np.zeros(0, np.int64)
         return self._cached[1]
+
+    def top(self, n: int, now: int | None = None) -> np.ndarray:
+        """The `n` items of highest count (ties: lower index first), best first; the longest
+        prefix asked so far is kept with the counts, so a static catalogue sorts once."""
+        counts = self.counts(now)
+        n = min(n, self.n_items)
+        if len(self._top) < n:
+            self._top = top_stable(counts, max(n, min(2 * len(self._top), self.n_items)))
+        return self._top[:n]
 
     def retrieve(self, requests: Requests, k: int) -> Candidates:
         counts = self.counts(requests.timestamp)
         blocked = requests.blocked(self.exclude_seen)
         widest = int(np.diff(blocked.indptr).max()) if len(requests) else 0
         fetch = min(self.n_items, k + widest)
-        top = np.argsort(-counts, kind="stable")[:fetch]
+        top = self.top(fetch, requests.timestamp)
         ranked = np.broadcast_to(top, (len(requests), fetch))
         ids, scores = top_k_excluding(ranked, np.broadcast_to(counts[top], ranked.shape), blocked, k)
         return Candidates.single(self.name, ids, scores)

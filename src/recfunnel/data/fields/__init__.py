@@ -6,7 +6,8 @@
 * :mod:`.batch` - :class:`FieldBatch` (encoded rows keyed by field) and :class:`CTRPart`;
 * :mod:`.values` - raw values of a field for a set of events (:func:`event_columns`);
 * :mod:`.fit` - :func:`fit_schema` on the train rows only;
-* :mod:`.encode` - :func:`encode_events`, :func:`encode_rows` and :func:`ctr_parts`.
+* :mod:`.encode` - :func:`encode_events` (:class:`EventEncoder` for repeated calls),
+  :func:`encode_rows` and :func:`ctr_parts`.
 
 The MovieLens CTR task (:func:`movielens_fields`, ``ML_AGE_EDGES``, ``ML_YEAR_EDGES``) lives in
 :mod:`recfunnel.data.movielens`; its names are re-exported here on first use (that module imports
@@ -32,7 +33,7 @@ from recfunnel.data.fields.declare import (
     Pooling,
     Source,
 )
-from recfunnel.data.fields.encode import ctr_parts, encode_events, encode_rows
+from recfunnel.data.fields.encode import EventEncoder, ctr_parts, encode_events, encode_rows
 from recfunnel.data.fields.fit import fit_schema
 from recfunnel.data.fields.values import event_columns
 
@@ -44,6 +45,7 @@ __all__ = [
     "UNK",
     "Categorical",
     "CTRPart",
+    "EventEncoder",
     "FieldBatch",
     "FieldSchema",
     "FieldSpec",

@@ -53,34 +53,48 @@ def _padded(codes: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _history(f: FittedField, item_codes: np.ndarray, ev: Events, log: Interactions) -> np.ndarray:
-    """[n, max_len] item codes of each event's user's last max_len log events strictly earlier in
-    time (most recent last, PAD on the left). Vectorised with a (user, time) key and searchsorted."""
-    n, width = len(ev.users), f.max_len
-    out = np.full((n, width), PAD, dtype=np.int64)
-    if log.timestamp is None or ev.timestamps is None:
-        raise ValueError(f"history field {f.name!r} needs timestamps on both the rows and the log")
-    if not len(log) or not n:
+class _LogIndex:
+    """A log sorted by (user, time) once, for the history fields of many encode calls."""
+
+    def __init__(self, log: Interactions) -> None:
+        if log.timestamp is None:
+            self.key = None
+            return
+        self.n = len(log)
+        if not self.n:
+            self.key = np.zeros(0, np.int64)
+            return
+        self.t_lo, t_hi = int(log.timestamp.min()), int(log.timestamp.max())
+        self.span = t_hi - self.t_lo + 2
+        self.max_user = int(log.user.max())
+        if (self.max_user + 1) * self.span >= 2**62:
+            raise OverflowError("user x time key does not fit int64")
+        order = np.lexsort((log.order, log.timestamp, log.user))
+        self.key = log.user[order] * self.span + (log.timestamp[order] - self.t_lo)
+        self.items = log.item[order]
+
+    def history(self, f: FittedField, item_codes: np.ndarray, ev: Events) -> np.ndarray:
+        """[n, max_len] item codes of each event's user's last max_len log events strictly earlier
+        in time (most recent last, PAD on the left)."""
+        n, width = len(ev.users), f.max_len
+        out = np.full((n, width), PAD, dtype=np.int64)
+        if self.key is None or ev.timestamps is None:
+            raise ValueError(f"history field {f.name!r} needs timestamps on both the rows and the log")
+        if not self.n or not n:
+            return out
+        if (max(self.max_user, int(ev.users.max())) + 1) * self.span >= 2**62:
+            raise OverflowError("user x time key does not fit int64")
+        known = ev.users >= 0
+        u = np.where(known, ev.users, 0)
+        t_rel = np.clip(np.asarray(ev.timestamps, np.int64) - self.t_lo, 0, self.span - 1)
+        end = np.searchsorted(self.key, u * self.span + t_rel, side="left")  # first not strictly earlier
+        start = np.searchsorted(self.key, u * self.span, side="left")
+        start = np.maximum(start, end - width)
+        idx = end[:, None] - width + np.arange(width)[None, :]
+        valid = (idx >= start[:, None]) & known[:, None]
+        codes = gather(item_codes, self.items[np.clip(idx, 0, self.n - 1)], UNK)
+        out[valid] = codes[valid]
         return out
-    t_lo, t_hi = int(log.timestamp.min()), int(log.timestamp.max())
-    span = t_hi - t_lo + 2
-    n_users = int(max(log.user.max(), ev.users.max())) + 1
-    if n_users * span >= 2**62:
-        raise OverflowError("user x time key does not fit int64")
-    order = np.lexsort((log.order, log.timestamp, log.user))
-    key = log.user[order] * span + (log.timestamp[order] - t_lo)
-    hist_items = log.item[order]
-    known = ev.users >= 0
-    u = np.where(known, ev.users, 0)
-    t_rel = np.clip(np.asarray(ev.timestamps, np.int64) - t_lo, 0, span - 1)
-    end = np.searchsorted(key, u * span + t_rel, side="left")  # first log event not strictly earlier
-    start = np.searchsorted(key, u * span, side="left")
-    start = np.maximum(start, end - width)
-    idx = end[:, None] - width + np.arange(width)[None, :]
-    valid = (idx >= start[:, None]) & known[:, None]
-    codes = gather(item_codes, hist_items[np.clip(idx, 0, len(order) - 1)], UNK)
-    out[valid] = codes[valid]
-    return out
 
 
 def _table_codes(dataset: Dataset, f: FittedField) -> np.ndarray:
@@ -89,6 +103,104 @@ def _table_codes(dataset: Dataset, f: FittedField) -> np.ndarray:
     ev = Events(np.arange(n), np.arange(n), None)
     spec = Categorical(f.name, f.source, f.column, prefix=f.prefix)  # type: ignore[arg-type]
     return _encode_values(scalar_values(dataset, spec, ev), f.vocab)
+
+
+def _gather_rows(table: np.ndarray, index: np.ndarray, missing: object) -> np.ndarray:
+    """table[index] along the first axis, index -1 -> a row of `missing`."""
+    unknown = index < 0
+    out = (
+        table[np.where(unknown, 0, index)]
+        if len(table)
+        else np.empty((len(index), *table.shape[1:]), table.dtype)
+    )
+    out[unknown] = missing
+    return out
+
+
+class EventEncoder:
+    """Encodes (user, item, time) events with a fitted schema, the per-table work done once.
+
+    Every user/item-table field is encoded for the whole table on first use (codes, padded
+    multi-hot codes, standardised numbers) and then gathered per event, and the log that history
+    fields read is sorted by (user, time) once: encoding B x C candidate pairs at request time
+    costs O(B C), not O(table + log) as a fresh :func:`encode_events` does. The dataset and log
+    must not change while the encoder is in use (build a new one for a new log).
+    """
+
+    def __init__(self, schema: FieldSchema, dataset: Dataset, log: Interactions | None = None) -> None:
+        self.schema, self.dataset = schema, dataset
+        self.log = dataset.interactions if log is None else log
+        self._tables: dict[str, np.ndarray] = {}
+        self._log_index: _LogIndex | None = None
+
+    def _table(self, f: FittedField) -> np.ndarray:
+        """The field's encoding of every row of its user/item table."""
+        if f.name in self._tables:
+            return self._tables[f.name]
+        ds = self.dataset
+        n = ds.n_users if f.source == "user" else ds.n_items
+        rows = Events(np.arange(n), np.arange(n), None)
+        if f.kind == "multi_hot":
+            spec = MultiHot(f.name, f.source, f.column)  # type: ignore[arg-type]
+            flat, offsets = list_values(ds, spec, rows)
+            table = _padded(_encode_values(flat, f.vocab), offsets, f.max_len)
+        elif f.kind == "numeric":
+            x = scalar_values(ds, Numeric(f.name, f.source, f.column), rows)  # type: ignore[arg-type]
+            table = np.nan_to_num((x - f.mean) / f.std, nan=0.0).astype(np.float32)
+        elif f.edges is not None:
+            spec = Categorical(f.name, f.source, f.column, buckets=f.edges)  # type: ignore[arg-type]
+            x = scalar_values(ds, spec, rows)
+            table = np.where(np.isnan(x), UNK, np.searchsorted(np.asarray(f.edges), x, side="right") + 2)
+            table = table.astype(np.int64)
+        else:
+            table = _table_codes(ds, f)
+        self._tables[f.name] = table
+        return table
+
+    def encode(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        timestamps: np.ndarray | None,
+        recent: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> FieldBatch:
+        """The events' FieldBatch; arguments as :func:`encode_events`."""
+        ev = Events(np.asarray(users, np.int64), np.asarray(items, np.int64), timestamps)
+        out: dict[str, torch.Tensor] = {}
+        for f in self.schema:
+            if f.kind == "sequence":
+                item_codes = self._table(self.schema[f.shares])  # type: ignore[index]
+                if recent is not None:
+                    hist = tail_codes(recent[0], recent[1], item_codes, f.max_len, PAD)
+                else:
+                    if self._log_index is None:
+                        self._log_index = _LogIndex(self.log)
+                    hist = self._log_index.history(f, item_codes, ev)
+                out[f.name] = torch.from_numpy(hist)
+                continue
+            if f.source == "event":
+                out[f.name] = torch.from_numpy(self._event_field(f, ev))
+                continue
+            index = ev.users if f.source == "user" else ev.items
+            table = self._table(f)
+            missing = PAD if f.kind == "multi_hot" else (0.0 if f.kind == "numeric" else UNK)
+            out[f.name] = torch.from_numpy(_gather_rows(table, index, missing))
+        return FieldBatch(out)
+
+    def _event_field(self, f: FittedField, ev: Events) -> np.ndarray:
+        """A field of the event itself (its time): computed per event."""
+        if f.kind == "multi_hot":
+            raise ValueError(f"multi-hot field {f.name!r}: source must be 'user' or 'item'")
+        if f.kind == "numeric":
+            x = scalar_values(self.dataset, Numeric(f.name, f.source, f.column), ev)  # type: ignore[arg-type]
+            return np.nan_to_num((x - f.mean) / f.std, nan=0.0).astype(np.float32)
+        if f.edges is not None:
+            spec = Categorical(f.name, f.source, f.column, buckets=f.edges)  # type: ignore[arg-type]
+            x = scalar_values(self.dataset, spec, ev)
+            codes = np.where(np.isnan(x), UNK, np.searchsorted(np.asarray(f.edges), x, side="right") + 2)
+            return codes.astype(np.int64)
+        spec = Categorical(f.name, f.source, f.column, prefix=f.prefix)  # type: ignore[arg-type]
+        return _encode_values(scalar_values(self.dataset, spec, ev), f.vocab)
 
 
 def encode_events(
@@ -101,6 +213,7 @@ def encode_events(
     recent: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FieldBatch:
     """Encode arbitrary (user, item, time) events: dataset rows, or candidate pairs at request time.
+    For repeated calls over the same dataset and log, keep an :class:`EventEncoder`.
 
     Args:
         users, items: int64 [n] vocabulary indices; -1 for an id the dataset does not know (its
@@ -112,39 +225,7 @@ def encode_events(
             item indices, oldest first): a request's recent items at serving time, events the log
             does not hold yet included, for an anonymous visitor too.
     """
-    ev = Events(np.asarray(users, np.int64), np.asarray(items, np.int64), timestamps)
-    log = dataset.interactions if log is None else log
-    out: dict[str, torch.Tensor] = {}
-    for f in schema:
-        if f.kind == "sequence":
-            item_codes = _table_codes(dataset, schema[f.shares])  # type: ignore[index]
-            if recent is not None:
-                hist = tail_codes(recent[0], recent[1], item_codes, f.max_len, PAD)
-            else:
-                hist = _history(f, item_codes, ev, log)
-            out[f.name] = torch.from_numpy(hist)
-        elif f.kind == "multi_hot":
-            spec = MultiHot(f.name, f.source, f.column)  # type: ignore[arg-type]
-            flat, offsets = list_values(dataset, spec, ev)
-            out[f.name] = torch.from_numpy(_padded(_encode_values(flat, f.vocab), offsets, f.max_len))
-        elif f.kind == "numeric":
-            x = scalar_values(dataset, Numeric(f.name, f.source, f.column), ev)  # type: ignore[arg-type]
-            z = np.nan_to_num((x - f.mean) / f.std, nan=0.0)
-            out[f.name] = torch.from_numpy(z.astype(np.float32))
-        elif f.edges is not None:
-            spec = Categorical(f.name, f.source, f.column, buckets=f.edges)  # type: ignore[arg-type]
-            x = scalar_values(dataset, spec, ev)
-            codes = np.where(np.isnan(x), UNK, np.searchsorted(np.asarray(f.edges), x, side="right") + 2)
-            out[f.name] = torch.from_numpy(codes.astype(np.int64))
-        else:
-            spec = Categorical(f.name, f.source, f.column, prefix=f.prefix)  # type: ignore[arg-type]
-            if f.source == "event":
-                codes = _encode_values(scalar_values(dataset, spec, ev), f.vocab)
-            else:  # encode the table once, then gather: strings touched n_table times, not n rows
-                index = ev.users if f.source == "user" else ev.items
-                codes = gather(_table_codes(dataset, f), index, UNK)
-            out[f.name] = torch.from_numpy(codes)
-    return FieldBatch(out)
+    return EventEncoder(schema, dataset, log).encode(users, items, timestamps, recent)
 
 
 def encode_rows(

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 
 from recfunnel.data.dataset import Dataset, Interactions
-from recfunnel.data.fields import FieldBatch, FieldSchema, encode_events
+from recfunnel.data.fields import EventEncoder, FieldBatch, FieldSchema
 from recfunnel.errors import ConfigError
 from recfunnel.models.base import Model, ModelConfig
 
@@ -33,7 +33,9 @@ class CTRConfig(ModelConfig):
 
     embedding_dim: int = Field(16, ge=1, description="embedding dimension shared by all fields")
     init_std: float = Field(1e-2, ge=0, description="std of the embedding initialisation")
-    sparse: bool = Field(False, description="sparse gradients for the embedding tables (stepped by RowAdam, a lazy row Adam)")
+    sparse: bool = Field(
+        False, description="sparse gradients for the embedding tables (stepped by RowAdam, a lazy row Adam)"
+    )
 
 
 class CTRModel(Model):
@@ -84,6 +86,7 @@ class FieldRanker:
     ) -> None:
         self.model, self.schema, self.dataset = model, schema, dataset
         self.log = dataset.interactions if log is None else log
+        self.encoder = EventEncoder(schema, dataset, self.log)  # table encodings made once
 
     @torch.no_grad()
     def score(
@@ -111,7 +114,7 @@ class FieldRanker:
             pos = np.arange(int(row_ptr[-1])) - np.repeat(row_ptr[:-1], lengths)
             per_row = (row_ptr, flat[np.repeat(indptr[:-1][owner], lengths) + pos])
         times = np.full(b * c, t, np.int64)
-        batch = encode_events(self.schema, self.dataset, u, i, times, self.log, recent=per_row)
+        batch = self.encoder.encode(u, i, times, recent=per_row)
         if hasattr(self.model, "eval"):
             self.model.eval()
         return self.model.score_fields(batch).reshape(b, c)
