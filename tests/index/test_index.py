@@ -150,11 +150,16 @@ def test_save_load_round_trip_gives_identical_results(data, backend, tmp_path):
     before = index.search(queries, 15, exclude=[ids[:3]] * NQ)
     path = index.save(index_dir(tmp_path / "artifact", backend))
     assert path == tmp_path / "artifact" / "index" / backend
-    for loaded in (load_index(path), type(index).load(path)):
+    mapped = load_index(path, mmap=True)  # FAISS maps the stored vectors; exact search reads them
+    for loaded in (load_index(path), type(index).load(path), mapped):
         assert type(loaded) is type(index) and loaded.params == index.params and len(loaded) == N
         after = loaded.search(queries, 15, exclude=[ids[:3]] * NQ)
         np.testing.assert_array_equal(before[0], after[0])
         np.testing.assert_array_equal(before[1], after[1])
+    assert mapped.mapped == (backend != "exact")
+    if mapped.mapped:
+        with pytest.raises(RuntimeError, match="memory-mapped read-only"):
+            mapped.add(items[:1], [123456])
     meta = json.loads((path / "meta.json").read_text())
     assert meta["backend"] == backend and meta["count"] == N and meta["dim"] == DIM
     assert set(meta["files"]) == {index.payload_name, "ids.npy"}

@@ -193,8 +193,9 @@ def read_bundle_manifest(path: str | os.PathLike[str], verify: bool = True) -> d
     return manifest
 
 
-def load_bundle(path: str | os.PathLike[str], *, threads: int | None = None) -> Bundle:
-    """Check the bundle at `path` whole (see the module doc), then load its funnel."""
+def load_bundle(path: str | os.PathLike[str], *, threads: int | None = None, mmap: bool = False) -> Bundle:
+    """Check the bundle at `path` whole (see the module doc), then load its funnel. `mmap`: map the
+    indexes' stored vectors read-only from the bundle's files (server processes share them)."""
     path = Path(path)
     manifest = read_bundle_manifest(path)
     try:
@@ -210,7 +211,7 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int | None = None) -> 
     for spec in cfg.retrievers:
         index = None
         if spec.kind != "popular":
-            index = load_index(path / "indexes" / spec.source, threads=threads)
+            index = load_index(path / "indexes" / spec.source, threads=threads, mmap=mmap)
         try:
             retrievers.append(make_retriever(spec, models, served, index))
         except ArtifactError as exc:

@@ -141,12 +141,13 @@ class Funnel:
         self.bundle_id: str | None = None  # set by Funnel.load: which bundle answers
 
     @classmethod
-    def load(cls, path: Any, *, threads: int | None = None) -> Funnel:
+    def load(cls, path: Any, *, threads: int | None = None, mmap: bool = False) -> Funnel:
         """The funnel of the bundle at `path` (``recfunnel build-funnel``), checked whole first:
-        checksums, format version, indexes against their models (:mod:`recfunnel.funnel.bundle`)."""
+        checksums, format version, indexes against their models (:mod:`recfunnel.funnel.bundle`).
+        `mmap`: map the indexes' vectors read-only from the bundle's files."""
         from recfunnel.funnel.bundle import load_bundle
 
-        return load_bundle(path, threads=threads).funnel
+        return load_bundle(path, threads=threads, mmap=mmap).funnel
 
     @classmethod
     def for_dataset(

@@ -92,9 +92,10 @@ def index_dir(artifact: str | os.PathLike[str], backend: str) -> Path:
     return Path(artifact) / "index" / backend
 
 
-def load_index(path: str | os.PathLike[str], *, threads: int | None = None) -> Index:
-    """Load a saved index folder of any backend (meta.json and checksums are checked first)."""
-    return Index.load(path, threads=threads)
+def load_index(path: str | os.PathLike[str], *, threads: int | None = None, mmap: bool = False) -> Index:
+    """Load a saved index folder of any backend (meta.json and checksums are checked first);
+    `mmap`: map the stored vectors read-only (:meth:`Index.load`)."""
+    return Index.load(path, threads=threads, mmap=mmap)
 
 
 @torch.no_grad()

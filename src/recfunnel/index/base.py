@@ -123,6 +123,7 @@ class Index(ABC):
         self.normalize = bool(normalize)
         self.threads = threads
         self.bias = False
+        self.mapped = False  # loaded with mmap=True: the stored vectors are a read-only file map
         self.mips_norm: float | None = None  # M of the norm-equalising dimension, if one is used
         self.dim: int | None = None  # query dimension (without the bias column)
         self.source: dict[str, Any] = {}  # where the vectors came from (model family, hash), free-form
@@ -238,6 +239,8 @@ class Index(ABC):
         with a bias needs one here too; IVF backends keep their trained centroids."""
         if not self.built:
             raise RuntimeError("add() needs a built index: call build() first")
+        if self.mapped:
+            raise RuntimeError("this index is memory-mapped read-only: load it with mmap=False to add()")
         if self.bias != (bias is not None):
             raise ValueError(
                 "this index was built with item biases: pass bias="
@@ -371,12 +374,14 @@ class Index(ABC):
         return save_index(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, threads: int | None = None) -> Index:
+    def load(cls, path: str | os.PathLike[str], *, threads: int | None = None, mmap: bool = False) -> Index:
         """Load a saved index folder; meta.json and every checksum are checked before deserialising.
 
         Called on :class:`Index` itself it loads whatever backend the folder holds; on a backend class
-        it refuses a folder of another backend."""
-        return load_index_folder(cls, path, any_backend=cls is Index, threads=threads)
+        it refuses a folder of another backend. `mmap`: map the stored vectors / codes read-only
+        from the file instead of copying them into this process (FAISS backends; several server
+        processes then share one copy in the page cache); such an index refuses `add`."""
+        return load_index_folder(cls, path, any_backend=cls is Index, threads=threads, mmap=mmap)
 
     # ---- backend hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -408,6 +413,10 @@ class Index(ABC):
 
     @abstractmethod
     def _from_bytes(self, blob: bytes) -> None: ...
+
+    def _from_file(self, path: Path, mmap: bool) -> None:
+        """Load the payload file (a backend that can map it read-only overrides this)."""
+        self._from_bytes(path.read_bytes())
 
     @abstractmethod
     def _stored_shape(self) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,9 +59,26 @@ class FaissIndex(Index):
 
     def _from_bytes(self, blob: bytes) -> None:
         faiss = _faiss()
-        self._index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-        if self._index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        self._check(faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8)))
+
+    def _from_file(self, path: Path, mmap: bool) -> None:
+        """`mmap`: FAISS maps the flat vectors / codes (``IO_FLAG_MMAP_IFC``: HNSW's storage, flat
+        codes) and IVF lists (``IO_FLAG_MMAP``) read-only from the file; the HNSW graph and IVF
+        centroids are still read into memory."""
+        if not mmap:
+            return super()._from_file(path, mmap)
+        faiss = _faiss()
+        self._check(faiss.read_index(str(path), faiss.IO_FLAG_READ_ONLY | self._mmap_flag()))
+        self.mapped = True
+
+    def _mmap_flag(self) -> int:
+        """The FAISS I/O flag that maps this structure's bulk data (flat codes by default)."""
+        return _faiss().IO_FLAG_MMAP_IFC
+
+    def _check(self, index: Any) -> None:
+        if index.metric_type != _faiss().METRIC_INNER_PRODUCT:
             raise ValueError("the stored faiss index does not use inner product")
+        self._index = index
 
     def _stored_shape(self) -> tuple[int, int]:
         return int(self._index.d), int(self._index.ntotal)

@@ -50,6 +50,9 @@ class IVFIndex(FaissIndex):
         # None parameters resolve at each build and are saved resolved
         self._auto = {k for k in ("nlist", "m") if getattr(self.params, k, 0) is None}
 
+    def _mmap_flag(self) -> int:
+        return _faiss().IO_FLAG_MMAP  # the inverted lists (codes and ids) stay in the file
+
     def _nlist(self, n: int) -> int:
         if "nlist" not in self._auto:
             if self.params.nlist > n:

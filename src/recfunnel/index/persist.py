@@ -68,10 +68,15 @@ def save_index(index: Index, path: str | os.PathLike[str]) -> Path:
 
 
 def load_index_folder(
-    cls: type[Index], path: str | os.PathLike[str], *, any_backend: bool, threads: int | None = None
+    cls: type[Index],
+    path: str | os.PathLike[str],
+    *,
+    any_backend: bool,
+    threads: int | None = None,
+    mmap: bool = False,
 ) -> Index:
     """Load the index folder at ``path`` as ``cls``, or as whatever backend it holds when
-    ``any_backend`` (cls is then the base class)."""
+    ``any_backend`` (cls is then the base class); ``mmap``: see :meth:`Index.load`."""
     from recfunnel.index import index_class
 
     path = Path(path)
@@ -102,9 +107,8 @@ def load_index_folder(
             f"{path / IDS_NAME} holds {ids.dtype} {ids.shape}; {META_NAME} says int64 ({meta['count']},)"
         )
     index._ids = ids
-    payload = (path / target.payload_name).read_bytes()
     try:
-        index._from_bytes(payload)
+        index._from_file(path / target.payload_name, mmap)
     except Exception as exc:  # the checksum matched, so the file was written broken
         raise IndexFileError(f"{path / target.payload_name} cannot be read: {exc}") from exc
     dim, count = index._stored_shape()

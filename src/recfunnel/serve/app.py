@@ -89,8 +89,10 @@ class ServiceState:
         self.bundle: Bundle = self._load(Path(settings.bundle))
 
     def _load(self, path: Path) -> Bundle:
-        """Load, check and warm a bundle (one anonymous request and one stored user's)."""
-        bundle = load_bundle(path)
+        """Load, check and warm a bundle (one anonymous request and one stored user's). Index
+        vectors are memory-mapped read-only from the bundle's files: the server processes share
+        one copy in the page cache."""
+        bundle = load_bundle(path, mmap=True)
         funnel = bundle.funnel
         funnel.recommend(users=[None], k=1)
         if funnel.n_users:
