@@ -95,6 +95,15 @@ class ANNRetriever:
         else:
             check_index_matches(index, model)
         self.model, self.index, self.exclude_seen, self.name = model, index, exclude_seen, name
+        self._item_vectors: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def item_vectors(self) -> torch.Tensor:
+        """The model's item vectors, computed once (a two-tower runs its item tower over the whole
+        catalogue for them): the retriever serves a trained, frozen model."""
+        if self._item_vectors is None:
+            self._item_vectors = self.model.item_vectors()
+        return self._item_vectors
 
     @torch.no_grad()
     def query_vectors(self, requests: Requests) -> tuple[np.ndarray, np.ndarray]:
@@ -110,8 +119,7 @@ class ANNRetriever:
         by_user = requests.known & ~by_history
         by_mean = ~requests.known & has_recent & ~by_history
         rows = np.flatnonzero(by_history | by_user | by_mean)
-        d = model.item_vectors().shape[1]
-        out = torch.zeros(len(rows), d)
+        out = torch.zeros(len(rows), self.item_vectors().shape[1])
 
         def from_history(r: np.ndarray) -> torch.Tensor:
             if isinstance(model, HistoryAware):
@@ -121,7 +129,7 @@ class ANNRetriever:
         for mask, encode in (
             (by_history, from_history),
             (by_user, lambda r: model.user_vectors(torch.from_numpy(requests.users[r]))),
-            (by_mean, lambda r: _mean_item_vectors(model.item_vectors(), *requests.recent(r))),
+            (by_mean, lambda r: _mean_item_vectors(self.item_vectors(), *requests.recent(r))),
         ):
             sel = np.flatnonzero(mask)
             if len(sel):

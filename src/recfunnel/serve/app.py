@@ -220,13 +220,19 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         body, content_type = state.metrics.render()
         return PlainTextResponse(body, media_type=content_type)
 
+    # The two CPU-bound routes run on the event loop itself (async def, no await): a process
+    # answers them one at a time, in arrival order, at the speed of one request. As sync routes
+    # they ran in the thread pool, where tens of requests computed at once on one core, each as
+    # slowly as all of them together, and a queue under load became seconds for everyone
+    # (serve-latency at 1M items, 2 processes: open-loop p50 3.9 s vs closed-loop 34 ms).
+    # /events (a durable write that waits for fsync) and /admin/reload stay in the thread pool.
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
-    def recommend(req: RecommendRequest) -> RecommendResponse:
+    async def recommend(req: RecommendRequest) -> RecommendResponse:
         """Top-k items for a user id (stored and fresh events), a list of recent items, or nobody."""
         return _recommend(state, req)
 
     @app.post("/similar-items", response_model=RecommendResponse, response_model_exclude_none=True)
-    def similar(req: SimilarRequest) -> RecommendResponse:
+    async def similar(req: SimilarRequest) -> RecommendResponse:
         """Items closest to one item (the bundle's item-to-item retriever)."""
         bundle = state.bundle
         funnel = bundle.funnel
