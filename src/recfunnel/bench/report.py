@@ -391,4 +391,29 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
                 )
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {last} |")
         lines.append("")
-    return lines
+    return lines + _stage_lines(rows)
+
+
+def _stage_lines(rows: Sequence[dict]) -> list[str]:
+    """Per-stage mean milliseconds of the rows that carry ``stage_ms`` (the service and funnel
+    suites), with the load average the machine had before each run."""
+    staged = [r for r in rows if r.get("stage_ms")]
+    if not staged:
+        return []
+    stages = sorted({k for r in staged for k in r["stage_ms"]}, key=lambda k: (k == "total", k))
+    lines = [
+        "Mean milliseconds per request in each funnel stage (inside the handler), and the machine's "
+        "1-minute load average before the run:",
+        "",
+        "| model | protocol | " + " | ".join(stages) + " | load avg |",
+        "|---|---|" + "---:|" * (len(stages) + 1),
+    ]
+    for r in staged:
+        load = r.get("load_average_before") or (r.get("machine") or {}).get("load_average")
+        cells = [_num(r["stage_ms"].get(k)) for k in stages]
+        lines.append(
+            f"| {r.get('model')} | {r.get('protocol')} | "
+            + " | ".join(cells)
+            + f" | {_num(load[0]) if load else _DASH} |"
+        )
+    return lines + [""]
