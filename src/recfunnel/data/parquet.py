@@ -12,8 +12,9 @@ the id columns (a polars join against the vocabulary frame). Duplicate rows foll
 ``mapping.duplicates`` exactly as in :func:`~recfunnel.data.tables.read_table`.
 
 Memory: about 36 bytes a row for the interaction arrays (user, item, timestamp, order as int64 and
-a float32 weight), plus one batch of Arrow data and the vocabularies (one Python string per
-distinct id, not per row).
+a float32 weight), written once and handed to the Dataset without a copy, plus one batch of Arrow
+data and the vocabularies (one Python string per distinct id, not per row); the duplicate check
+(:meth:`~recfunnel.data.dataset.Dataset.repeated_rows`) briefly needs three more int64 arrays.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from recfunnel.data.dataset import Dataset, Interactions
+from recfunnel.data.dataset import Dataset, Interactions, sealed
 from recfunnel.data.errors import DataError
 from recfunnel.data.schema import PARQUET_SUFFIXES, ColumnMapping
 from recfunnel.data.tables import _parquet_column, _resolve
@@ -230,18 +231,19 @@ def read_parquet_dataset(mapping: ColumnMapping, batch_rows: int = BATCH_ROWS) -
     for role in ("user", "item"):
         ids, vocab, int_ids = _ids_vocab(uniques.pop(role), role)
         vocabs[role] = vocab
-        if is_int[role]:  # every batch held integer ids: encode in place
-            numeric[role][:] = np.searchsorted(ids, numeric[role])
+        if is_int[role]:  # every batch held integer ids: encode in place, a batch at a time
+            col = numeric[role]
+            for lo in range(0, n, batch_rows):
+                col[lo : lo + batch_rows] = np.searchsorted(ids, col[lo : lo + batch_rows])
         else:
             _encode_strings(files, mapping, cols[role], role, ids, int_ids, numeric[role], batch_rows)
-    # views, not the arrays: Interactions copies an array it is handed as is (so that the caller
-    # cannot write into it) but takes a view, which only this function could write through
-    views = {role: a[:] for role, a in numeric.items()}
-    ints = Interactions(
-        views["user"], views["item"], views.get("timestamp"), views.get("rating"), views.get("weight")
-    )
+    # sealed (read-only, owned by nobody else): Interactions takes them without a copy
+    owned = {role: sealed(a) for role, a in numeric.items()}
     numeric.clear()
-    views.clear()
+    ints = Interactions(
+        owned["user"], owned["item"], owned.get("timestamp"), owned.get("rating"), owned.get("weight")
+    )
+    owned.clear()
     ds = Dataset(
         name=_dataset_name(mapping),
         interactions=ints,

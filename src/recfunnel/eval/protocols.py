@@ -60,9 +60,16 @@ def _padded_rows(m: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, torc
 
 
 def _masks(dataset: Dataset, split: Split, part: str) -> sp.csr_matrix:
+    """The binary user x item matrix of the parts seen before `part` (train; train + valid for
+    test), from their user and item columns alone (not a copy of every column of those rows)."""
     parts = ["train"] if part == "valid" else ["train", "valid"]
     rows = np.concatenate([split.rows(p) for p in parts])
-    return dataset.interactions.take(rows).matrix(dataset.n_users, dataset.n_items)
+    ints = dataset.interactions
+    shape = (dataset.n_users, dataset.n_items)
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (ints.user[rows], ints.item[rows])), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0  # as Interactions.matrix("binary"): one per pair
+    return m
 
 
 @contextmanager

@@ -196,6 +196,7 @@ def _train(
     if name in SEQUENCE_OBJECTIVES and hasattr(model.config, "max_len"):
         params.setdefault("max_len", model.config.max_len)  # windows as long as the model reads
     objective = build_objective(name, train, ds.n_users, ds.n_items, **params)
+    del train  # the objective keeps the columns it reads; the others need not last the training
     values = {"values": cfg.data.values} if cfg.data.values != "binary" else {}
     settings = json.dumps(
         {"model": model.config.model_dump(mode="json"), "objective": params, **values},

@@ -22,6 +22,9 @@ from recfunnel.models.base import Regularised
 BITMAP_MAX_PAIRS = 2**28
 #: up to this many pairs, a byte per pair (at most 16 MiB; ml-100k: 1.6 MB): one gather a lookup
 BYTEMAP_MAX_PAIRS = 2**24
+#: draws tested for membership at once when an epoch's negatives are drawn (bounds the temporary
+#: arrays of the test, not the draws: the same negatives whatever its value)
+CONTAINS_ROWS = 1 << 20
 
 
 class BitmapPositives(PositiveSet):
@@ -58,6 +61,18 @@ def positive_set(users: np.ndarray, items: np.ndarray, n_users: int, n_items: in
     return PositiveSet(users, items, n_users, n_items)
 
 
+def _rejected(positives: PositiveSet, owner: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """Positions of the draws `flat` whose (owner, draw) pair is a positive, ascending; tested
+    :data:`CONTAINS_ROWS` draws at a time (a test builds three int64 arrays of its size: 480 MB
+    for the 20M draws of an out-of-core epoch at once)."""
+    step = CONTAINS_ROWS
+    hits = [
+        lo + np.flatnonzero(positives.contains(owner[lo : lo + step], flat[lo : lo + step]))
+        for lo in range(0, len(flat), step)
+    ]
+    return np.concatenate(hits) if hits else np.empty(0, np.int64)
+
+
 def draw_negatives(users: np.ndarray, k: int, positives: PositiveSet, rng: np.random.Generator) -> np.ndarray:
     """:func:`~recfunnel.data.sampling.sample_negatives` (the same generator calls in the same order,
     so the same int64 [n, k] draws), with each rejection round working on the positions still
@@ -68,7 +83,7 @@ def draw_negatives(users: np.ndarray, k: int, positives: PositiveSet, rng: np.ra
     out = rng.integers(0, positives.n_items, size=(len(users), k), dtype=np.int64)
     flat = out.reshape(-1)
     owner = np.repeat(users, k) if k > 1 else users
-    todo = np.flatnonzero(positives.contains(owner, flat))
+    todo = _rejected(positives, owner, flat)
     while len(todo):  # a boolean-mask assignment fills positions in this (ascending) order too
         flat[todo] = rng.integers(0, positives.n_items, size=len(todo), dtype=np.int64)
         todo = todo[positives.contains(owner[todo], flat[todo])]
@@ -150,13 +165,14 @@ class PairwiseBPR:
         rng = epoch_rng(seed, epoch)
         perm = rng.permutation(len(self.users))
         users = self.users[perm]
-        negs = draw_negatives(users, 1, self.positives, rng)[:, 0]
-        u = torch.from_numpy(users)
-        i = torch.from_numpy(self.items[perm])
-        j = torch.from_numpy(negs)
-        pairs = torch.stack([i, j], 1)  # [positive, negative] rows, stacked once an epoch
+        items = self.items[perm]
+        del perm  # an epoch holds three int64 arrays of its rows (20M rows: 480 MB), no more
+        negs = draw_negatives(users, 1, self.positives, rng).reshape(-1)
+        u, i, j = torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(negs)
         for s in _slices(len(u), batch_size):
-            yield {"users": u[s], "items": i[s], "negatives": j[s], "pairs": pairs[s]}
+            # [positive, negative] per row, stacked a batch at a time (an epoch-long copy was the
+            # largest array of an out-of-core epoch; a batch's stack costs microseconds)
+            yield {"users": u[s], "items": i[s], "negatives": j[s], "pairs": torch.stack([i[s], j[s]], 1)}
 
     def backward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """`loss(model, batch).backward()` in one pass: models with a closed-form BPR gradient
