@@ -140,6 +140,9 @@ def _comparison(rows: Sequence[dict]) -> list[str]:
         c = r.get("comparison")
         if not c or r.get("protocol") != _prefer_protocol(rows):
             continue
+        if "ratio_ours_over_deepctr" in c:
+            out.append(_deepctr_sentence(r["model"], c))
+            continue
         other = next(
             (
                 o
@@ -182,6 +185,20 @@ def _comparison(rows: Sequence[dict]) -> list[str]:
             )
         out.append(s)
     return out
+
+
+def _deepctr_sentence(model: str, c: dict) -> str:
+    arch = c.get("architecture") or {}
+    return (
+        f"**{model}**: our DeepFM {_int(c['ours_samples_per_second'])} samples/s vs deepctr-torch's "
+        f"{_int(c['deepctr_samples_per_second'])} (median wall time of {c['rounds']} alternating rounds of "
+        f"{c['epochs']} epoch(s) on {_int(c['rows'])} rows, batch {c['batch_size']}, {c['threads']} thread; "
+        f"embedding {arch.get('embedding_dim')}, tower {arch.get('hidden')}, dropout {arch.get('dropout')}): "
+        f"ratio ours/deepctr = {_f(c['ratio_ours_over_deepctr'], 2)}x; test AUC after the last round "
+        f"{_f(c['ours_test_auc'])} vs {_f(c['deepctr_test_auc'])}. Per round (s): ours "
+        f"{', '.join(_f(x, 2) for x in c['ours_seconds'])}; deepctr "
+        f"{', '.join(_f(x, 2) for x in c['deepctr_seconds'])}."
+    )
 
 
 def _prefer_protocol(rows: Sequence[dict]) -> str | None:

@@ -69,6 +69,7 @@ def _is_lazy(fn: Callable[..., list[dict]]) -> bool:
 SUITES: dict[str, Callable[..., list[dict]]] = {
     "ncf-ml100k": run_ncf_suite,
     "ctr-ml100k": _lazy("recfunnel.bench.ctr", "run_ctr_suite"),
+    "ctr-deepctr": _lazy("recfunnel.bench.ctr_peer", "run_ctr_peer_suite"),
     "ann": _lazy("recfunnel.bench.ann", "run_ann_suite"),
     "retrieval-ml100k": _lazy("recfunnel.bench.retrieval", "run_retrieval_suite"),
     "ae-ml100k": _lazy("recfunnel.bench.ae", "run_ae_suite"),
