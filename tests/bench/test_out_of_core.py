@@ -30,8 +30,10 @@ def test_row_reports_each_phase_with_its_own_peak_and_the_overall_peak(row):
 def test_row_gives_rows_per_second_of_reading_and_training_and_the_full_ranking_figures(row):
     assert row["rows"] == 20_000 and row["generate"]["rows"] == 20_000
     assert row["read_rows_per_second"] > 0 and row["train"]["rows_per_second"] > 0
-    split = row["split"]
-    assert split["train"] + split["valid"] + split["test"] == 20_000
+    split = row["split_rows"]
+    assert split["train"] + split["valid"] + split["test"] == 20_000 and row["split"].startswith(
+        "random_holdout"
+    )
     assert row["train"]["rows"] == split["train"] and row["train"]["steps"] >= 1
     ev = row["evaluate"]
     assert ev["users"] == 200 and ev["batch_users"] == 64

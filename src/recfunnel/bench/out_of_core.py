@@ -136,12 +136,8 @@ def _measure(
     ph.start()
     sp = make_split(ds, split_method, seed=seed)
     ph.end("split")
-    fig["split"] = {
-        "method": split_method,
-        "train": len(sp.train),
-        "valid": len(sp.valid),
-        "test": len(sp.test),
-    }
+    fig["split"] = sp.describe()
+    fig["split_rows"] = {"train": len(sp.train), "valid": len(sp.valid), "test": len(sp.test)}
 
     no_valid = Split(sp.method, sp.train, np.empty(0, np.int64), sp.test, sp.dataset_fingerprint, sp.params)
     cfg = RunConfig.model_validate(
@@ -170,6 +166,7 @@ def _measure(
         "fit_seconds": round(res.seconds, 2),  # objective set-up (positive set, ...) included
         "sparse_tables": [name for name, m in res.model.named_modules() if getattr(m, "sparse", False)],
     }
+    fig["params"] = sum(p.numel() for p in res.model.parameters())
 
     ph.start()
     test_users = np.unique(ds.interactions.user[sp.test])
@@ -247,6 +244,8 @@ def run(
         **fig,
         "metrics": fig["evaluate"]["metrics"],
         "train_seconds": fig["train"]["fit_seconds"],
+        "epochs_run": 1,
+        "samples_per_second": fig["train"]["rows_per_second"],
         "eval_seconds": fig["evaluate"]["seconds"],
         "peak_rss_scope": "read + split + train + evaluate (one fresh subprocess; generation apart)",
         "target_peak_rss_mb": TARGET_PEAK_RSS_MB,
