@@ -6,8 +6,10 @@ loss on every real position (apart from the models, like :mod:`recfunnel.train.o
 * ``seq-ce``: softmax cross-entropy over all items at every position (as in later work, e.g.
   Klenitskiy & Vasilev 2023, "Turning dross into gold loss: is BERT4Rec really better than
   SASRec?", which found it much stronger than the paper's BCE); GRU4Rec's cross-entropy.
-* ``seq-sampled-ce``: softmax cross-entropy against `negatives` uniform items shared by the batch
-  (SASRec+ / gSASRec style sampled softmax; accidental hits masked).
+* ``seq-sampled-ce``: softmax cross-entropy against `negatives` items shared by the batch
+  (SASRec+ / gSASRec style sampled softmax; accidental hits masked), drawn uniformly or by
+  training popularity, optionally with the logQ correction (Bengio & Senecal 2008; Jean et al.
+  2015) so that the loss estimates the full softmax's.
 * ``seq-bpr-max``: GRU4Rec's BPR-max with shared uniform negatives and score regularisation
   (Hidasi & Karatzoglou 2018, eq. 7-8).
 
@@ -195,20 +197,44 @@ class SeqCE(SequenceObjective):
 
 
 class _SharedNegatives(SequenceObjective):
-    """Objectives scoring each position against `negatives` uniform items shared by the batch."""
+    """Objectives scoring each position against `negatives` items shared by the batch.
+
+    `sampling`: "uniform" over all items, or "popularity": item j with probability
+    q_j proportional to (count_j + 1) ** `alpha`, count_j its training targets (+1: every item stays
+    reachable, so none escapes the push-down of the loss)."""
 
     def __init__(
-        self, train: Interactions, n_users: int, n_items: int, negatives: int = 256, **kwargs
+        self,
+        train: Interactions,
+        n_users: int,
+        n_items: int,
+        negatives: int = 256,
+        sampling: Literal["uniform", "popularity"] = "uniform",
+        alpha: float = 1.0,
+        **kwargs,
     ) -> None:
         super().__init__(train, n_users, n_items, **kwargs)
         if negatives < 1:
             raise ValueError(f"negatives must be >= 1, got {negatives}")
+        if sampling not in ("uniform", "popularity"):
+            raise ValueError(f"sampling must be 'uniform' or 'popularity', got {sampling!r}")
         self.k = negatives
+        self.sampling = sampling
+        counts = torch.bincount(self.windows.targets.flatten(), minlength=n_items + 1)[1:].double()
+        q = (counts + 1.0) ** alpha if sampling == "popularity" else torch.ones(n_items, dtype=torch.float64)
+        q = q / q.sum()
+        self._cdf = np.cumsum(q.numpy())
+        #: log(K q_j) per shifted item (row 0 unused): the logQ correction of a sampled item
+        self.log_kq = torch.cat([torch.zeros(1), torch.log(negatives * q).float()])
 
     def epoch_draws(self, rng: np.random.Generator, batch_size: int) -> dict[str, tuple[bool, torch.Tensor]]:
         n_batches = -(-len(self.windows) // batch_size)
-        negs = rng.integers(1, self.n_items + 1, size=(n_batches, self.k), dtype=np.int64)
-        return {"negatives": (False, torch.from_numpy(negs))}
+        if self.sampling == "uniform":
+            negs = rng.integers(1, self.n_items + 1, size=(n_batches, self.k), dtype=np.int64)
+        else:
+            u = rng.random((n_batches, self.k))
+            negs = np.minimum(np.searchsorted(self._cdf, u, side="right"), self.n_items - 1) + 1
+        return {"negatives": (False, torch.from_numpy(negs.astype(np.int64)))}
 
     def scores(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(positive logits [N], negative logits [N, K] with accidental hits at -inf)."""
@@ -223,14 +249,22 @@ class _SharedNegatives(SequenceObjective):
 
 
 class SeqSampledCE(_SharedNegatives):
-    """Softmax cross-entropy of the next item against `negatives` shared uniform items."""
+    """Softmax cross-entropy of the next item against `negatives` shared sampled items:
+    -r_t + log(exp(r_t) + sum_j exp(r_j - c_j)), c_j = log(K q_j) with `logq` (the sum then
+    estimates the sum over every other item, so the loss estimates full softmax CE), else 0."""
 
     name: ClassVar[str] = "seq-sampled-ce"
 
+    def __init__(self, train: Interactions, n_users: int, n_items: int, logq: bool = False, **kwargs) -> None:
+        super().__init__(train, n_users, n_items, **kwargs)
+        self.logq = logq
+
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pos, neg = self.scores(model, batch)
+        if self.logq:
+            neg = neg - self.log_kq[batch["negatives"]]
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
-        return self.reduce(F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long), reduction="none"))
+        return self.reduce(torch.logsumexp(logits, dim=1) - pos)
 
 
 class SeqBPRMax(_SharedNegatives):
