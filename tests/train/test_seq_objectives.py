@@ -117,3 +117,16 @@ def test_sampling_must_be_uniform_or_popularity(data):
     train, n_users, n_items = data
     with pytest.raises(ValueError, match="uniform"):
         build_objective("seq-sampled-ce", train, n_users, n_items, max_len=10, sampling="zipf")
+
+
+def test_sampled_ce_gradient_is_finite_when_every_negative_is_the_target(data):
+    train, n_users, n_items = data
+    obj = build_objective("seq-sampled-ce", train, n_users, n_items, max_len=10, negatives=3, logq=True)
+    model = _model(n_users, n_items).train()
+    batch = next(iter(obj.batches(0, 0, 1)))
+    target = int(batch["targets"][0, -1])
+    batch = {k: v[:, -1:] if k != "negatives" else torch.full_like(v, target) for k, v in batch.items()}
+    loss = obj.loss(model, batch)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -236,16 +236,25 @@ class _SharedNegatives(SequenceObjective):
             negs = np.minimum(np.searchsorted(self._cdf, u, side="right"), self.n_items - 1) + 1
         return {"negatives": (False, torch.from_numpy(negs.astype(np.int64)))}
 
-    def scores(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positive logits [N], negative logits [N, K] with accidental hits at -inf)."""
+    def scores(
+        self,
+        model,
+        batch: dict[str, torch.Tensor],
+        shift: torch.Tensor | None = None,
+        hit: float = float("-inf"),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive logits [N], negative logits [N, K] minus `shift` [K] (if given), accidental
+        hits set to `hit`)."""
         h, targets, _ = self.states(model, batch)
         negs = batch["negatives"]
         table, bias = model.output_table(), model.output_bias()
         pos = model.logits(h, targets.unsqueeze(1))[:, 0]
-        neg = h @ table[negs].T
-        if bias is not None:
-            neg = neg + bias[negs]
-        return pos, neg.masked_fill(negs.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+        offset = None if bias is None else bias[negs]
+        if shift is not None:
+            offset = -shift if offset is None else offset - shift
+        # one [N, K] pass for product, bias and shift; the hits masked in that buffer
+        neg = h @ table[negs].T if offset is None else torch.addmm(offset, h, table[negs].T)
+        return pos, neg.masked_fill_(negs.unsqueeze(0) == targets.unsqueeze(1), hit)
 
 
 class SeqSampledCE(_SharedNegatives):
@@ -260,11 +269,11 @@ class SeqSampledCE(_SharedNegatives):
         self.logq = logq
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        pos, neg = self.scores(model, batch)
-        if self.logq:
-            neg = neg - self.log_kq[batch["negatives"]]
-        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
-        return self.reduce(torch.logsumexp(logits, dim=1) - pos)
+        shift = self.log_kq[batch["negatives"]] if self.logq else None
+        # hits at the lowest finite value, not -inf: a row of hits only would make a NaN gradient
+        pos, neg = self.scores(model, batch, shift, torch.finfo(torch.float32).min)
+        # log(exp(r_t) + sum_j exp(r_j - c_j)) without concatenating the positive to the [N, K] block
+        return self.reduce(torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos)
 
 
 class SeqBPRMax(_SharedNegatives):
