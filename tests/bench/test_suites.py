@@ -162,8 +162,12 @@ def test_report_states_the_side_by_side_median_ratio():
             "model": "MF-BPR",
             "protocol": "full",
             "metrics": {},
-            "comparison": {"against": "implicit-bpr", "ratio_ours_over_implicit": 2.7, "same_epochs": 60,
-                           "side_by_side": side},
+            "comparison": {
+                "against": "implicit-bpr",
+                "ratio_ours_over_implicit": 2.7,
+                "same_epochs": 60,
+                "side_by_side": side,
+            },
         },
     ]
     (line,) = _comparison(rows)
