@@ -83,7 +83,14 @@ def test_sampled_ce_without_logq_is_the_cross_entropy_it_was(data):
 def test_popularity_negatives_follow_training_target_counts_plus_one(data):
     train, n_users, n_items = data
     obj = build_objective(
-        "seq-sampled-ce", train, n_users, n_items, max_len=10, negatives=4000, sampling="popularity", alpha=1.0
+        "seq-sampled-ce",
+        train,
+        n_users,
+        n_items,
+        max_len=10,
+        negatives=4000,
+        sampling="popularity",
+        alpha=1.0,
     )
     counts = torch.bincount(obj.windows.targets.flatten(), minlength=n_items + 1)[1:].double()
     want = (counts + 1) / (counts + 1).sum()
