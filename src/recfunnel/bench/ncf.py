@@ -79,15 +79,9 @@ def ncf_entries(quick: bool) -> list[Entry]:
     # (3e-6 0.420 and 3e-7 0.412 on seed 0, 1e-5 0.399; dropout 0.2 0.413, 8 negatives 0.412,
     # factors 64 0.414, tower 128-64-32-16 0.416). GMF takes the same (weight decay 1e-6: 0.4152 vs
     # 0.4104 without); MLP the same without weight decay (0.3939 vs 0.3828 with).
-    ncf_train = {
-        "epochs": 20,
-        "batch_size": 4096,
-        "lr": 4e-3,
-        "optimizer": "adam",
-        "weight_decay": 1e-6,
-        "patience": 5,
-    }
-    mlp_train = dict(ncf_train, weight_decay=0.0)
+    from recfunnel.models.ncf import MLP_TRAIN, NCF_TRAIN  # the families' defaults are these choices
+
+    ncf_train, mlp_train = dict(NCF_TRAIN), dict(MLP_TRAIN)
     # NeuMF predictive factors chosen on valid NDCG@10 (seed 0 and 1) among 8 / 16 / 32 with the
     # paper code's tower; GMF and MLP (and NeuMF-pretrain's components) use the same sizes.
     factors, layers = 32, (64, 32, 16, 8)

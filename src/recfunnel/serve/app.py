@@ -221,11 +221,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return PlainTextResponse(body, media_type=content_type)
 
     # The two CPU-bound routes run on the event loop itself (async def, no await): a process
-    # answers them one at a time, in arrival order, at the speed of one request. As sync routes
-    # they ran in the thread pool, where tens of requests computed at once on one core, each as
-    # slowly as all of them together, and a queue under load became seconds for everyone
-    # (serve-latency at 1M items, 2 processes: open-loop p50 3.9 s vs closed-loop 34 ms).
-    # /events (a durable write that waits for fsync) and /admin/reload stay in the thread pool.
+    # answers them one at a time, in arrival order, at the speed of one request, rather than tens
+    # of thread-pool threads sharing its core, each as slow as all of them together. (An A/B on a
+    # shared machine was too noisy to settle the difference; see issue 13's note.) /events (a
+    # durable write that waits for fsync) and /admin/reload stay in the thread pool.
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
     async def recommend(req: RecommendRequest) -> RecommendResponse:
         """Top-k items for a user id (stored and fresh events), a list of recent items, or nobody."""
