@@ -15,65 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from recfunnel.data.dataset import build_dataset
-from recfunnel.data.splits import leave_one_out
-from recfunnel.funnel.build import build_funnel
-from recfunnel.funnel.bundle import save_bundle
-from recfunnel.funnel.config import FunnelConfig
 from recfunnel.serve.app import ADMIN_KEY_ENV, ServiceSettings, create_app
 from recfunnel.serve.schemas import Limits
-
-N_USERS, N_ITEMS = 40, 60
-
-
-def toy_dataset():
-    rng = np.random.default_rng(0)
-    users = np.repeat(np.arange(N_USERS), 12)
-    items = np.concatenate([rng.choice(N_ITEMS, 12, replace=False) for _ in range(N_USERS)])
-    frame = pl.DataFrame(
-        {
-            "user": [f"u{x:02d}" for x in users],
-            "item": [f"i{x:02d}" for x in items],
-            "timestamp": 1_000_000 + np.arange(len(users), dtype=np.int64) * 60,
-            "rating": rng.integers(1, 6, len(users)).astype(np.float64),
-        }
-    )
-    return build_dataset("toy", frame)
-
-
-def config(seed: int = 0) -> FunnelConfig:
-    quiet = {"epochs": 2, "progress": False, "lr": 0.05, "seed": seed}
-    return FunnelConfig.model_validate(
-        {
-            "models": {"mf": {"model": {"name": "mf", "params": {"factors": 8}}, "train": quiet}},
-            "retrievers": [
-                {"kind": "ann", "model": "mf", "quota": 20, "backend": "exact"},
-                {"kind": "item2item", "model": "mf", "quota": 10, "backend": "exact"},
-                {"kind": "popular", "quota": 10},
-            ],
-            "ranker": {
-                "family": "deepfm",
-                "features": {"preset": "ids"},
-                "train": {"epochs": 1, "progress": False, "seed": seed},
-            },
-        }
-    )
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory) -> tuple[Path, Path]:
-    """Two bundles of the same data built with different seeds (different ids)."""
-    ds = toy_dataset()
-    split = leave_one_out(ds)
-    root = tmp_path_factory.mktemp("bundles")
-    a = save_bundle(build_funnel(config(0), ds, split, evaluate=False), root / "a")
-    b = save_bundle(build_funnel(config(1), ds, split, evaluate=False), root / "b")
-    return a, b
 
 
 @pytest.fixture()

@@ -37,7 +37,12 @@ from recfunnel.folder import LIBRARY, sha256_file
 from recfunnel.funnel.build import BuiltFunnel, funnel_filters, make_retriever, serving_dataset
 from recfunnel.funnel.config import RANKER_MODEL, FunnelConfig
 from recfunnel.funnel.funnel import Funnel
-from recfunnel.funnel.ranker import RetrievalScoreRanker, ScorerRanker
+from recfunnel.funnel.ranker import (
+    RetrievalScoreRanker,
+    ScorerRanker,
+    resolve_ranker_precision,
+    set_ranker_precision,
+)
 from recfunnel.index import load_index
 from recfunnel.run.artifact import load_model, save_model, seen_matrix
 from recfunnel.run.scoring import candidate_scorer
@@ -193,9 +198,19 @@ def read_bundle_manifest(path: str | os.PathLike[str], verify: bool = True) -> d
     return manifest
 
 
-def load_bundle(path: str | os.PathLike[str], *, threads: int | None = None, mmap: bool = False) -> Bundle:
+def load_bundle(
+    path: str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    mmap: bool = False,
+    ranker_precision: str = "fp32",
+) -> Bundle:
     """Check the bundle at `path` whole (see the module doc), then load its funnel. `mmap`: map the
-    indexes' stored vectors read-only from the bundle's files (server processes share them)."""
+    indexes' stored vectors read-only from the bundle's files (server processes share them).
+    `ranker_precision`: "fp32", "bf16" (the ranker's MLP layers in bfloat16: faster on CPUs with
+    AMX, scores to ~3 significant digits) or "auto" (bf16 where AMX is present); the funnel's
+    ``ranker_precision`` says what was applied."""
+    precision = resolve_ranker_precision(ranker_precision)
     path = Path(path)
     manifest = read_bundle_manifest(path)
     try:
@@ -219,7 +234,10 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int | None = None, mma
     if cfg.ranker.kind == "retrieval":
         ranker: Any = RetrievalScoreRanker(source=cfg.ranker.source, fusion=cfg.ranker.fusion)
     else:
-        ranker = ScorerRanker(candidate_scorer(load_model(path / "models" / RANKER_MODEL).model, served))
+        ranker_model = load_model(path / "models" / RANKER_MODEL).model
+        if not set_ranker_precision(ranker_model, precision):
+            precision = "fp32"  # no MLP layers: nothing runs in bf16
+        ranker = ScorerRanker(candidate_scorer(ranker_model, served))
     mmr = cfg.filters.mmr_model
     funnel = Funnel(
         retrievers,
@@ -235,4 +253,5 @@ def load_bundle(path: str | os.PathLike[str], *, threads: int | None = None, mma
         max_recent=cfg.filters.max_recent,
     )
     funnel.bundle_id = manifest["bundle_id"]
+    funnel.ranker_precision = precision if cfg.ranker.kind != "retrieval" else "fp32"
     return Bundle(path, manifest["bundle_id"], cfg, manifest, funnel, served, models)

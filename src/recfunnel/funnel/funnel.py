@@ -139,15 +139,19 @@ class Funnel:
         self.histories = None if histories is None else tuple(np.asarray(h, np.int64) for h in histories)
         self.item_vectors, self.mmr_lambda, self.max_recent = item_vectors, mmr_lambda, max_recent
         self.bundle_id: str | None = None  # set by Funnel.load: which bundle answers
+        self.ranker_precision = "fp32"  # set by Funnel.load: the ranker MLPs' precision
 
     @classmethod
-    def load(cls, path: Any, *, threads: int | None = None, mmap: bool = False) -> Funnel:
+    def load(
+        cls, path: Any, *, threads: int | None = None, mmap: bool = False, ranker_precision: str = "fp32"
+    ) -> Funnel:
         """The funnel of the bundle at `path` (``recfunnel build-funnel``), checked whole first:
         checksums, format version, indexes against their models (:mod:`recfunnel.funnel.bundle`).
-        `mmap`: map the indexes' vectors read-only from the bundle's files."""
+        `mmap`: map the indexes' vectors read-only from the bundle's files. `ranker_precision`:
+        "fp32", "bf16" or "auto" (see :func:`~recfunnel.funnel.bundle.load_bundle`)."""
         from recfunnel.funnel.bundle import load_bundle
 
-        return load_bundle(path, threads=threads, mmap=mmap).funnel
+        return load_bundle(path, threads=threads, mmap=mmap, ranker_precision=ranker_precision).funnel
 
     @classmethod
     def for_dataset(

@@ -18,11 +18,51 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from recfunnel.errors import ConfigError
 from recfunnel.funnel.candidates import Candidates
 from recfunnel.funnel.request import Requests
+from recfunnel.nn import set_mlp_dtype
 from recfunnel.run.scoring import CandidateScorer, FieldModelScorer, candidate_scorer
 
-__all__ = ["Ranker", "RetrievalScoreRanker", "ScorerRanker"]
+__all__ = [
+    "RANKER_PRECISIONS",
+    "Ranker",
+    "RetrievalScoreRanker",
+    "ScorerRanker",
+    "resolve_ranker_precision",
+    "set_ranker_precision",
+]
+
+#: numeric precision of a trained ranker's MLP layers at serving time
+RANKER_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _bf16_matmul_fast() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older torch, or a CPU torch cannot query
+        return False
+
+
+def resolve_ranker_precision(precision: str) -> str:
+    """ "auto" -> "bf16" where the CPU has AMX (a 400-400-400 MLP over 250 rows ran 3.5x faster in
+    bf16 there, one thread), else "fp32"; "fp32" / "bf16" as given. Anything else: ConfigError."""
+    if precision not in RANKER_PRECISIONS:
+        raise ConfigError(f"ranker precision {precision!r} is not one of {', '.join(RANKER_PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if _bf16_matmul_fast() else "fp32"
+    return precision
+
+
+def set_ranker_precision(model: Any, precision: str) -> int:
+    """Run `model`'s MLP layers in `precision` ("fp32" / "bf16"; "auto" resolved first) for
+    inference; embeddings, FM and cross terms stay float32. -> how many MLP blocks were set (0 for
+    a model without any, e.g. LightGBM: precision then changes nothing)."""
+    precision = resolve_ranker_precision(precision)
+    if not isinstance(model, torch.nn.Module):
+        return 0
+    return set_mlp_dtype(model, torch.bfloat16 if precision == "bf16" else None)
 
 
 @runtime_checkable

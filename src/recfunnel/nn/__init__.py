@@ -3,7 +3,7 @@
 from recfunnel.nn.attention import FieldSelfAttention
 from recfunnel.nn.embeddings import FieldEmbedding, FieldLinear, numeric_values
 from recfunnel.nn.interactions import CrossLayer, CrossNetwork, DotInteraction, FMInteraction, pairwise_terms
-from recfunnel.nn.mlp import MLP
+from recfunnel.nn.mlp import MLP, set_mlp_dtype
 
 __all__ = [
     "MLP",
@@ -16,4 +16,5 @@ __all__ = [
     "FieldSelfAttention",
     "numeric_values",
     "pairwise_terms",
+    "set_mlp_dtype",
 ]

@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from recfunnel.funnel.bundle import Bundle, load_bundle
 from recfunnel.funnel.filters import Filters
 from recfunnel.funnel.retrievers import ItemToItemRetriever
+from recfunnel.serve.batching import Batcher
 from recfunnel.serve.events import Event, EventStore, open_event_store
 from recfunnel.serve.limits import validation_details, validation_message
 from recfunnel.serve.metrics import ServiceMetrics
@@ -67,6 +69,10 @@ class ServiceSettings:
         limits: bounds of a request.
         fresh_events: newest stored events read per user and request.
         admin_key: the admin key; None: read ``$RECFUNNEL_ADMIN_KEY`` (unset: admin routes refused).
+        ranker_precision: the ranker's MLP layers in "fp32", "bf16" or "auto" (bf16 on CPUs with
+            AMX; :func:`~recfunnel.funnel.bundle.load_bundle`).
+        max_batch: most /recommend requests answered by one funnel call when several wait at
+            once (:mod:`recfunnel.serve.batching`); 1 answers each alone.
     """
 
     bundle: Path
@@ -74,6 +80,8 @@ class ServiceSettings:
     limits: Limits = Limits()
     fresh_events: int = 50
     admin_key: str | None = None
+    ranker_precision: str = "auto"
+    max_batch: int = 16
 
 
 class ServiceState:
@@ -92,7 +100,7 @@ class ServiceState:
         """Load, check and warm a bundle (one anonymous request and one stored user's). Index
         vectors are memory-mapped read-only from the bundle's files: the server processes share
         one copy in the page cache."""
-        bundle = load_bundle(path, mmap=True)
+        bundle = load_bundle(path, mmap=True, ranker_precision=self.settings.ranker_precision)
         funnel = bundle.funnel
         funnel.recommend(users=[None], k=1)
         if funnel.n_users:
@@ -131,7 +139,27 @@ def _check_k(state: ServiceState, k: int) -> None:
         raise HTTPException(422, f"k={k} is above this service's limit of {limit}")
 
 
-def _recommend(state: ServiceState, req: RecommendRequest) -> RecommendResponse:
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated /recommend request with what it reads from the event store, bound to one bundle."""
+
+    req: RecommendRequest
+    bundle: Bundle
+    fresh: list[Event]
+    recent: list[str]
+    filters: Filters | None
+    unknown_available: list[str]
+    timestamp: int
+
+    def key(self) -> Hashable:
+        """Requests with equal keys are answered by one funnel call (same bundle, k, time, options);
+        a request with filters or diversity is answered alone."""
+        if self.filters is not None or self.req.diversity is not None:
+            return object()
+        return (id(self.bundle), self.req.k, self.timestamp)
+
+
+def _prepare(state: ServiceState, req: RecommendRequest) -> _Prepared:
     bundle = state.bundle  # read once: this request answers from this bundle to the end
     funnel = bundle.funnel
     _check_k(state, req.k)
@@ -152,33 +180,52 @@ def _recommend(state: ServiceState, req: RecommendRequest) -> RecommendResponse:
         filters = Filters(
             exclude_seen=req.filters.exclude_seen, available=available, rules=funnel.filters.rules
         )
-    res = funnel.recommend(
-        users=[req.user_id],
-        recent_items=[recent],
-        exclude=[req.exclude],
-        k=req.k,
-        timestamp=req.timestamp if req.timestamp is not None else int(time.time()),
-        mmr_lambda=req.diversity,
-        filters=filters,
+    timestamp = req.timestamp if req.timestamp is not None else int(time.time())
+    return _Prepared(req, bundle, fresh, recent, filters, unknown_available, timestamp)
+
+
+def _answer(state: ServiceState, batch: Sequence[_Prepared]) -> list[RecommendResponse]:
+    """One funnel call for requests of one key (see :meth:`_Prepared.key`)."""
+    p0 = batch[0]
+    res = p0.bundle.funnel.recommend(
+        users=[p.req.user_id for p in batch],
+        recent_items=[p.recent for p in batch],
+        exclude=[p.req.exclude for p in batch],
+        k=p0.req.k,
+        timestamp=p0.timestamp,
+        mmr_lambda=p0.req.diversity,
+        filters=p0.filters,
     )
-    state.metrics.stages(res.timings_ms)
-    proposed = res.proposed_by()[0]
-    items = []
-    for j, (item, score) in enumerate(zip(res.item_ids[0], res.scores[0].tolist(), strict=False)):
-        extra = None
-        if req.explain:
-            row = res.source_scores[0, j]
-            extra = {s: float(v) for s, v in zip(res.sources, row.tolist(), strict=True) if v == v}
-        items.append(ScoredItem(item=item, score=float(score), sources=proposed[j], source_scores=extra))
-    return RecommendResponse(
-        bundle_id=bundle.id,
-        user_id=req.user_id,
-        known_user=req.user_id is not None and res.unknown_users[0] is None,
-        items=items,
-        fresh_events=len(fresh),
-        unknown_items=list(dict.fromkeys([*res.unknown_items[0], *unknown_available])),
-        timings_ms=res.timings_ms if req.explain else None,
-    )
+    state.metrics.stages(res.timings_ms, share=len(batch))
+    proposed = res.proposed_by()
+    out = []
+    for row, p in enumerate(batch):
+        items = []
+        for j, (item, score) in enumerate(zip(res.item_ids[row], res.scores[row].tolist(), strict=False)):
+            extra = None
+            if p.req.explain:
+                vals = res.source_scores[row, j].tolist()
+                extra = {s: float(v) for s, v in zip(res.sources, vals, strict=True) if v == v}
+            items.append(
+                ScoredItem(item=item, score=float(score), sources=proposed[row][j], source_scores=extra)
+            )
+        out.append(
+            RecommendResponse(
+                bundle_id=p.bundle.id,
+                user_id=p.req.user_id,
+                known_user=p.req.user_id is not None and res.unknown_users[row] is None,
+                items=items,
+                fresh_events=len(p.fresh),
+                unknown_items=list(dict.fromkeys([*res.unknown_items[row], *p.unknown_available])),
+                timings_ms={**res.timings_ms, "batch": float(len(batch))} if p.req.explain else None,
+            )
+        )
+    return out
+
+
+def _recommend(state: ServiceState, req: RecommendRequest) -> RecommendResponse:
+    """One request answered alone (no batching)."""
+    return _answer(state, [_prepare(state, req)])[0]
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -191,6 +238,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.state.service = state
     state.metrics.instrument(app)
+    batcher: Batcher[_Prepared, RecommendResponse] | None = None
+    if settings.max_batch > 1:
+        batcher = Batcher(lambda jobs: _answer(state, jobs), max_batch=settings.max_batch)
+    app.state.batcher = batcher
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -213,7 +264,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/ready")
     def ready() -> dict:
         """A bundle is loaded and warmed (the service answers only once one is)."""
-        return {"status": "ready", "bundle_id": state.bundle.id, "items": state.bundle.funnel.n_items}
+        funnel = state.bundle.funnel
+        return {
+            "status": "ready",
+            "bundle_id": state.bundle.id,
+            "items": funnel.n_items,
+            "ranker_precision": funnel.ranker_precision,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
@@ -228,7 +285,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
     async def recommend(req: RecommendRequest) -> RecommendResponse:
         """Top-k items for a user id (stored and fresh events), a list of recent items, or nobody."""
-        return _recommend(state, req)
+        prepared = _prepare(state, req)
+        if batcher is None:
+            return _answer(state, [prepared])[0]
+        return await batcher.submit(prepared.key(), prepared)
 
     @app.post("/similar-items", response_model=RecommendResponse, response_model_exclude_none=True)
     async def similar(req: SimilarRequest) -> RecommendResponse:

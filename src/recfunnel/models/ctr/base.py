@@ -115,6 +115,6 @@ class FieldRanker:
             per_row = (row_ptr, flat[np.repeat(indptr[:-1][owner], lengths) + pos])
         times = np.full(b * c, t, np.int64)
         batch = self.encoder.encode(u, i, times, recent=per_row)
-        if hasattr(self.model, "eval"):
+        if getattr(self.model, "training", False):  # eval() walks every submodule: only when needed
             self.model.eval()
         return self.model.score_fields(batch).reshape(b, c)
