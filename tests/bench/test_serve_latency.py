@@ -128,6 +128,11 @@ def test_quick_rows_follow_the_contract_with_zero_errors(quick_rows):
         assert m["request_mean_ms"] >= r["stage_ms"]["total"] * 0.9
         assert r["bundle"]["n_items"] == TINY.n_items and r["bundle"]["quotas"] == [200, 50]
         assert r["server_cpu_s"] > 0 and r["peak_rss_mb"] > 0 and r["params"] > 0
+        assert 1.0 <= m["mean_batch"] <= 16  # micro-batching on (the service's default --max-batch)
+        assert r["bundle"]["ranker_precision"] in ("fp32", "bf16")
+        agreement = r["bundle"]["bf16_agreement"]
+        assert (agreement is None) == (r["bundle"]["ranker_precision"] == "fp32")
+        assert agreement is None or 0.0 <= agreement["same_order"] <= agreement["top10_overlap"] <= 1.0
         assert json.loads(json.dumps(r)) == r  # plain JSON (no NaN)
     open_rows = [r for r in quick_rows if r["protocol"].startswith("open")]
     for r in open_rows:

@@ -18,6 +18,13 @@ catalogue), both built once and cached under `cache`:
    FastAPI, validation, event-store read, response) and what lies outside the handler (client
    latency minus the request mean: queueing, HTTP, loopback).
 
+The service runs with its defaults: micro-batching of ``/recommend`` (``--max-batch 16``: requests
+waiting together share one funnel call; ``mean_batch`` in each row) and the ranker's MLP layers in
+bf16 where the CPU has AMX (``--ranker-precision auto``; the bundle row records what was applied,
+and ``bf16_agreement``, the top-10 overlap of bf16 and fp32 rankings on 300 stored users). Full
+runs serve each catalogue a second time with ``--max-batch 1`` for the open- and closed-loop loads
+(rows ``... max-batch-1``): batching's effect side by side in one run.
+
 One row per (catalogue, load), following :data:`recfunnel.bench.rows.ROW_CONTRACT`: ``model`` is
 the catalogue, ``protocol`` the load; ``metrics`` hold ``/recommend``'s p50/p95/p99/max/mean ms,
 achieved and offered requests per second, sent / ok / errors, the overheads and the client's CPU
@@ -53,7 +60,8 @@ from recfunnel.bench.loadgen import LoadSpec, run_load_process
 from recfunnel.bench.rows import machine_info, param_count, utc_now
 from recfunnel.bench.synthetic_bundle import MILLION, TINY, build_synthetic_bundle
 from recfunnel.data.store import read_dataset
-from recfunnel.funnel.bundle import read_bundle_manifest
+from recfunnel.funnel.bundle import load_bundle, read_bundle_manifest
+from recfunnel.funnel.ranker import ScorerRanker
 from recfunnel.run.artifact import load_model
 
 __all__ = ["CATALOGUES", "run_serve_latency_suite", "scrape_metrics", "stage_means"]
@@ -171,14 +179,17 @@ def _workers(pid: int) -> tuple[float, float]:
 
 
 @contextmanager
-def service(bundle: Path, workers: int, log: Log, env: dict[str, str] | None = None) -> Iterator[dict]:
-    """``recfunnel serve`` on a free port of 127.0.0.1 until the block ends (then stopped by pid)."""
+def service(
+    bundle: Path, workers: int, log: Log, env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> Iterator[dict]:
+    """``recfunnel serve`` on a free port of 127.0.0.1 until the block ends (then stopped by pid);
+    `args`: more ``recfunnel serve`` options (e.g. ``--max-batch 1``)."""
     with tempfile.TemporaryDirectory(prefix="recfunnel-serve-bench-") as tmp:
         port = _free_port()
         prom = Path(tmp) / "metrics"
         prom.mkdir()
         cmd = [sys.executable, "-m", "recfunnel.cli", "serve", str(bundle), "--port", str(port)]
-        cmd += ["--workers", str(workers), "--events", str(Path(tmp) / "events.db")]
+        cmd += ["--workers", str(workers), "--events", str(Path(tmp) / "events.db"), *args]
         full_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom), **(env or {})}
         out = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 (closed in finally)
         proc = subprocess.Popen(
@@ -229,10 +240,16 @@ def scrape_metrics(port: int) -> dict[tuple[str, str], float]:
     return out
 
 
-def _mean_ms(before: dict, after: dict, name: str, label: str) -> float | None:
+def _mean(before: dict, after: dict, name: str, label: str) -> float | None:
+    """Mean of histogram `name` between two scrapes (sum / count differences)."""
     ds = after.get((f"{name}_sum", label), 0.0) - before.get((f"{name}_sum", label), 0.0)
     dc = after.get((f"{name}_count", label), 0.0) - before.get((f"{name}_count", label), 0.0)
-    return ds / dc * 1000.0 if dc > 0 else None
+    return ds / dc if dc > 0 else None
+
+
+def _mean_ms(before: dict, after: dict, name: str, label: str) -> float | None:
+    mean = _mean(before, after, name, label)
+    return None if mean is None else mean * 1000.0
 
 
 def stage_means(before: dict, after: dict) -> dict[str, float]:
@@ -286,6 +303,8 @@ def _load_row(load: dict, before: dict, after: dict, base: dict[str, Any]) -> di
         # client mean minus the service's: only when every request was answered (no lower bounds)
         "outside_handler_ms": rec["mean_ms"] - request_ms if request_ms and not rec["censored"] else None,
         "client_cpu_s": load["client_cpu_s"],
+        # requests per funnel call (micro-batching; 1.0: each answered alone)
+        "mean_batch": _mean(before, after, "recfunnel_recommend_batch_size", ""),
     }
     row = base | {
         "metrics": metrics,
@@ -308,10 +327,41 @@ def _load_row(load: dict, before: dict, after: dict, base: dict[str, Any]) -> di
     return row
 
 
+def bf16_agreement(bundle: Path, n_users: int = 300, seed: int = 0) -> dict[str, float] | None:
+    """Top-10 of `n_users` stored users ranked with the ranker in fp32 and in bf16 (the same
+    requests, in batches of 50): mean overlap and the share of lists in the same order. None when
+    the bundle has no trained ranker."""
+    a = load_bundle(bundle, mmap=True, ranker_precision="fp32").funnel
+    if not isinstance(a.ranker, ScorerRanker):
+        return None
+    b = load_bundle(bundle, mmap=True, ranker_precision="bf16").funnel
+    ids = a.user_vocab.ids if a.user_vocab is not None else []
+    pick = np.random.default_rng(seed).choice(len(ids), min(n_users, len(ids)), replace=False)
+    users = [ids[i] for i in pick]
+    overlap, same = [], []
+    for start in range(0, len(users), 50):
+        chunk = users[start : start + 50]
+        x = a.recommend(users=chunk, k=10).items  # at one second after the last logged event
+        y = b.recommend(users=chunk, k=10).items
+        overlap += [len(set(p) & set(q)) / 10 for p, q in zip(x.tolist(), y.tolist(), strict=True)]
+        same += [p == q for p, q in zip(x.tolist(), y.tolist(), strict=True)]
+    return {"users": len(users), "top10_overlap": float(np.mean(overlap)), "same_order": float(np.mean(same))}
+
+
 def _catalogue_rows(
-    name: str, bundle: Path, info: dict, quick: bool, workers: int, plan: dict[str, Any], log: Log
+    name: str,
+    bundle: Path,
+    info: dict,
+    quick: bool,
+    workers: int,
+    plan: dict[str, Any],
+    log: Log,
+    variant: tuple[str, Sequence[str], Sequence[str] | None] = ("", (), None),
 ) -> list[dict]:
-    """Serve `bundle`, run the warm-up and the three loads, one row per load."""
+    """Serve `bundle`, run the warm-up and the three loads, one row per load. `variant`: (label
+    suffix, more ``recfunnel serve`` options, the loads to run (None: all), e.g. the same service
+    without micro-batching for the open-loop load only."""
+    suffix, variant_args, wanted = variant
     manifest = read_bundle_manifest(bundle, verify=False)
     cfg = manifest["config"]
     bodies = request_bodies(bundle)
@@ -325,9 +375,12 @@ def _catalogue_rows(
         (f"open-{rate:g}rps+{share:.0%}events", "open", rate, plan["open_s"], mixed),
         (f"closed-c{plan['concurrency']}", "closed", None, plan["closed_s"], only),
     ]
+    loads = [x for x in loads if x[0] == "warm-up" or wanted is None or x[0] in wanted]
     rows: list[dict] = []
-    with service(bundle, workers, log, plan.get("env")) as svc:
+    args = (*plan.get("serve_args", ()), *variant_args)
+    with service(bundle, workers, log, plan.get("env"), args) as svc:
         port, pid = svc["port"], svc["pid"]
+        precision = svc["ready"].get("ranker_precision")
         bundle_info = {
             "id": manifest["bundle_id"],
             "n_items": svc["ready"]["items"],
@@ -337,6 +390,8 @@ def _catalogue_rows(
             "ranker": {k: cfg["ranker"][k] for k in ("kind", "family", "params", "features", "history")},
             "serving_rows": manifest.get("serving_rows"),
             "start_seconds": svc["start_seconds"],
+            "ranker_precision": precision,
+            "bf16_agreement": bf16_agreement(bundle) if precision == "bf16" and not suffix else None,
             **({"ann_recall": info["recall"]} if "recall" in info else {}),
         }
         for j, (label, mode, r, seconds, shares) in enumerate(loads):
@@ -362,13 +417,14 @@ def _catalogue_rows(
                 continue
             config = {"workers": workers, "k": 10, "mode": mode, "rate": r, "seconds": seconds}
             config |= {"connections": connections, "shares": shares, "server_env": plan.get("env") or {}}
+            config |= {"serve_args": list(args)}
             config |= {"mix": "/recommend: 90% known users, 10% anonymous with 3-5 recent items"}
             config |= {"client": "recfunnel.bench.loadgen (asyncio + uvloop, its own process)"}
             base = {
                 "suite": SUITE,
                 "model": name,
                 "dataset": manifest["dataset"]["name"],
-                "protocol": label,
+                "protocol": label + suffix,
                 "split": manifest["dataset"]["split"],
                 "seed": 0,
                 "server_cpu_s": cpu1 - cpu0,
@@ -403,6 +459,8 @@ def run_serve_latency_suite(
     closed_seconds: float | None = None,
     server_env: dict[str, str] | None = None,
     threads: int | None = 1,
+    serve_args: Sequence[str] = (),
+    compare_unbatched: bool = True,
 ) -> list[dict]:
     """Run the suite (see the module docstring) -> its rows.
 
@@ -410,7 +468,10 @@ def run_serve_latency_suite(
     where bundles are built once and kept (default: ``bench/cache`` in the repository; quick runs
     without one build in a temporary folder). `server_env`: extra environment of the service.
     `threads`: torch threads while bundles are built here (None: torch's default; the service
-    runs its own default, ``recfunnel serve --threads 1``)."""
+    runs its own default, ``recfunnel serve --threads 1``). `serve_args`: more ``recfunnel serve``
+    options for every service started. `compare_unbatched` (full runs): each catalogue is served a
+    second time with ``--max-batch 1`` for the open-loop and closed-loop loads, rows labelled
+    ``... max-batch-1``, so micro-batching's effect is measured side by side in one run."""
     valid = QUICK_CATALOGUES if quick else CATALOGUES
     names = list(models) if models else list(valid)
     unknown = [m for m in names if m not in valid]
@@ -426,6 +487,8 @@ def run_serve_latency_suite(
         "grace_s": 10.0,
         "events_share": events_share,
         "env": server_env,
+        "serve_args": tuple(serve_args),
+        "compare_unbatched": compare_unbatched and not quick,
     }
 
     def log(msg: str) -> None:
@@ -444,5 +507,9 @@ def run_serve_latency_suite(
             finally:
                 torch.set_num_threads(before)
             rows += _catalogue_rows(name, bundle, info, quick, workers, plan, log)
+            if plan["compare_unbatched"]:  # side by side in one run: the same service, one per call
+                only = (f"open-{plan['rate']:g}rps", f"closed-c{plan['concurrency']}")
+                variant = (" max-batch-1", ("--max-batch", "1"), only)
+                rows += _catalogue_rows(name, bundle, info, quick, workers, plan, log, variant)
     date = utc_now()
     return [r | {"machine": machine, "date": date} for r in rows]

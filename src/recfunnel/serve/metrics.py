@@ -39,6 +39,10 @@ class ServiceMetrics:
         self.stage = Histogram(
             "recfunnel_stage_seconds", "time per funnel stage", ["stage"], buckets=_LATENCY, registry=r
         )
+        self.batch = Histogram(
+            "recfunnel_recommend_batch_size", "/recommend requests answered by one funnel call",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r,
+        )  # fmt: skip
         self.bundle = Gauge(
             "recfunnel_bundle_loaded_timestamp_seconds", "when each bundle id was loaded", ["bundle_id"],
             registry=r, multiprocess_mode="max",
@@ -64,6 +68,7 @@ class ServiceMetrics:
     def stages(self, timings_ms: dict[str, float], share: int = 1) -> None:
         """Record one funnel call's stage times. `share`: requests the call answered together
         (micro-batching); each gets an equal share, so a stage's mean stays its cost per request."""
+        self.batch.observe(share)
         for name, ms in timings_ms.items():
             seconds = ms / 1000.0 / share
             for _ in range(share):
