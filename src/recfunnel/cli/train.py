@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,6 @@ from recfunnel.cli.common import (
     ConfigOpt,
     DataRootOpt,
     console,
-    err,
     fail,
     one_line,
     parse_params,
@@ -35,9 +35,11 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+PRECISIONS = get_args(TrainConfig.model_fields["precision"].annotation)
 ENCODINGS = get_args(ColumnMapping.model_fields["encoding"].annotation)
 SPLITS = get_args(SplitConfig.model_fields["method"].annotation)
+DEVICE_FORM = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def _default(section: type, field: str) -> Any:
@@ -132,7 +134,20 @@ def train(
     ] = None,
     lr: Annotated[float | None, typer.Option(help=f"learning rate (default: {_train_default('lr')})")] = None,
     seed: Annotated[int | None, typer.Option(help=f"seed (default {_default(TrainConfig, 'seed')})")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto (cuda when available, else cpu)")] = "auto",
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="where the model trains: auto (cuda when torch sees a GPU, else cpu), cpu, cuda or "
+            "cuda:N (default: the config's train.device, else auto)"
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help=f"{' | '.join(PRECISIONS)}: bf16 runs forward and loss under bf16 autocast, weights stay "
+            "fp32 (default: the config's train.precision, else fp32)"
+        ),
+    ] = None,
     param: Annotated[
         list[str],
         typer.Option(
@@ -186,7 +201,10 @@ def train(
 
     if encoding is not None and encoding not in ENCODINGS:
         fail(f"--encoding {encoding!r} is not supported; valid: {', '.join(ENCODINGS)}")
-    device = _device(device)
+    if device is not None and not DEVICE_FORM.match(device):
+        fail(f"--device {device!r} is not a device; valid: {', '.join(DEVICES)}")
+    if precision is not None and precision not in PRECISIONS:
+        fail(f"--precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if sparse_allreduce is not None and sparse_allreduce not in distributed.SPARSE_MODES:
         fail(f"--sparse-allreduce {sparse_allreduce!r}; valid: {', '.join(distributed.SPARSE_MODES)}")
     if dist_timeout is not None and not dist_timeout > 0:
@@ -235,14 +253,17 @@ def train(
         if v is not None:
             over["train"][k] = v
     over["train"]["progress"] = progress
-    if "device" in TrainConfig.model_fields:
+    if device is not None:
         over["train"]["device"] = device
+    if precision is not None:
+        over["train"]["precision"] = precision
     try:
         cfg = run_config(config, over)
         cfg = _with_text_format(cfg, encoding, timestamp_format)
         model_class(cfg.model.name).Config(**cfg.model.params)  # before any data is read
     except (ValueError, OSError) as e:
         fail(f"bad configuration: {one_line(e)}")
+    device = _device(cfg.train.device)  # an absent GPU is refused before any data is read
     if nproc > 1:
         out = out or Path("artifacts") / f"{cfg.model.name}-{cfg.data.dataset or 'table'}"
         _launch(cfg, nproc, out, resume, device, dist_timeout, sparse_allreduce)
@@ -348,18 +369,14 @@ def _show(out: Path, results: Path, show_user: str | None, json_out: Path | None
 
 
 def _device(choice: str) -> str:
-    """--device resolved to cpu or cuda; cuda when asked for must be there."""
-    import torch
+    """The run's device setting resolved to the kind the process group needs (cpu or cuda); a
+    device that is not here exits 2 naming the valid ones."""
+    from recfunnel.nn.device import DeviceError, resolve_device
 
-    if choice not in DEVICES:
-        fail(f"--device {choice!r} is not a device; valid: {', '.join(DEVICES)}")
-    has_cuda = torch.cuda.is_available()
-    if choice == "cuda" and not has_cuda:
-        fail("--device cuda: no CUDA device is available here; valid here: cpu, auto")
-    resolved = "cuda" if choice == "cuda" or (choice == "auto" and has_cuda) else "cpu"
-    if resolved == "cuda" and "device" not in TrainConfig.model_fields:
-        err.print("note: training runs on the CPU (the trainer has no device setting yet)")
-    return resolved
+    try:
+        return resolve_device(choice).type
+    except DeviceError as e:
+        fail(f"--device: {one_line(e)}")
 
 
 def _with_text_format(cfg: RunConfig, encoding: str | None, timestamp_format: str | None) -> RunConfig:

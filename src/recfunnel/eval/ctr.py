@@ -12,6 +12,7 @@ from recfunnel.data.fields import CTRPart, FieldBatch
 from recfunnel.eval.metrics import auc, gauc, logloss
 from recfunnel.eval.result import Result
 from recfunnel.models.ctr.base import FieldScorer
+from recfunnel.nn.device import module_device
 
 PROTOCOL = "pointwise"
 
@@ -22,8 +23,11 @@ def predict_logits(model: FieldScorer, fields: FieldBatch, batch_size: int = 163
     was = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    n = len(fields)
-    out = [model.score_fields(fields.take(slice(s, s + batch_size))) for s in range(0, n, batch_size)]
+    n, device = len(fields), module_device(model)
+    out = [
+        model.score_fields(fields.take(slice(s, s + batch_size)).to(device)).cpu()
+        for s in range(0, n, batch_size)
+    ]
     if was and hasattr(model, "train"):
         model.train()
     return torch.cat(out).double().numpy() if out else np.zeros(0)

@@ -2,6 +2,7 @@
 
 Full ranking scores users in batches, never a dense users x items matrix for the whole
 dataset. Sampled ranking ranks each held-out item against the split's saved negatives.
+A model on a GPU is handed its inputs there; its scores come back to the CPU for the metrics.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from recfunnel.eval.guardrails import guardrail_metrics, item_feature_vectors, i
 from recfunnel.eval.metrics import ranking_metrics, ranks_of_relevant
 from recfunnel.eval.result import Result
 from recfunnel.models.base import Factorised, FullScorer, HistoryAware, Scorer
+from recfunnel.nn.device import module_device
 
 DEFAULT_KS = (5, 10, 20)
 #: metrics kept per user (at the headline K) when asked: those of paired tests and intervals
@@ -128,10 +130,11 @@ def evaluate_full(
     hk = headline_k(ks)
     kept: dict[str, list[np.ndarray]] = {}
     tops: list[np.ndarray] = []
+    device = module_device(model)
     with _history_for(model, dataset, split, part):
         for start in range(0, len(users), batch_size):
             ub = users[start : start + batch_size]
-            scores = model.score_all(torch.from_numpy(ub)).float()
+            scores = model.score_all(torch.from_numpy(ub).to(device)).float().cpu()
             if mask_seen:
                 mcols, _ = _padded_rows(mask, ub)
                 valid = mcols >= 0
@@ -205,6 +208,7 @@ def evaluate_sampled(
         model.eval()
     sums: dict[str, float] = {}
     kept: dict[str, list[np.ndarray]] = {}
+    device = module_device(model)
     with _history_for(model, dataset, split, part):
         for start in range(0, len(users), batch_size):
             ub = torch.from_numpy(users[start : start + batch_size])
@@ -213,7 +217,7 @@ def evaluate_sampled(
                     [items[start : start + batch_size, None], negs[start : start + batch_size]], axis=1
                 )
             )
-            scores = model.score(ub, cand).float()
+            scores = model.score(ub.to(device), cand.to(device)).float().cpu()
             rel = torch.zeros(len(ub), 1, dtype=torch.long)
             user_metrics = ranking_metrics(
                 ranks_of_relevant(scores, rel),

@@ -92,10 +92,13 @@ def index_dir(artifact: str | os.PathLike[str], backend: str) -> Path:
     return Path(artifact) / "index" / backend
 
 
-def load_index(path: str | os.PathLike[str], *, threads: int | None = None, mmap: bool = False) -> Index:
+def load_index(
+    path: str | os.PathLike[str], *, threads: int | None = None, mmap: bool = False, device: str | None = None
+) -> Index:
     """Load a saved index folder of any backend (meta.json and checksums are checked first);
-    `mmap`: map the stored vectors read-only (:meth:`Index.load`)."""
-    return Index.load(path, threads=threads, mmap=mmap)
+    `mmap`: map the stored vectors read-only; `device`: where exact / IVF search runs instead of the
+    saved setting (:meth:`Index.load`)."""
+    return Index.load(path, threads=threads, mmap=mmap, device=device)
 
 
 @torch.no_grad()

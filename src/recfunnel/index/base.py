@@ -172,13 +172,18 @@ class Index(ABC):
                 f"{sorted(unknown)} cannot change after build for {self.backend!r}; "
                 f"search parameters: {', '.join(self.search_params) or 'none'}"
             )
+        before = self.params.model_copy()
         try:
             for key, value in search_params.items():
                 setattr(self.params, key, value)
+            if self.built:
+                self._apply_search_params()  # e.g. a device that is not here: refused, nothing moved
         except ValidationError as exc:
+            self.params = before
             raise ValueError(f"bad search parameter for {self.backend!r}: {exc}") from None
-        if self.built:
-            self._apply_search_params()
+        except BaseException:
+            self.params = before
+            raise
         return self
 
     # ---- building -----------------------------------------------------------------------------
@@ -374,14 +379,25 @@ class Index(ABC):
         return save_index(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, threads: int | None = None, mmap: bool = False) -> Index:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        threads: int | None = None,
+        mmap: bool = False,
+        device: str | None = None,
+    ) -> Index:
         """Load a saved index folder; meta.json and every checksum are checked before deserialising.
 
         Called on :class:`Index` itself it loads whatever backend the folder holds; on a backend class
         it refuses a folder of another backend. `mmap`: map the stored vectors / codes read-only
         from the file instead of copying them into this process (FAISS backends; several server
-        processes then share one copy in the page cache); such an index refuses `add`."""
-        return load_index_folder(cls, path, any_backend=cls is Index, threads=threads, mmap=mmap)
+        processes then share one copy in the page cache); such an index refuses `add`. `device`:
+        where a backend with a ``device`` parameter (exact, ivf, ivfpq) searches, instead of the saved
+        setting (e.g. ``"cpu"`` for an index saved with ``"cuda"``)."""
+        return load_index_folder(
+            cls, path, any_backend=cls is Index, threads=threads, mmap=mmap, device=device
+        )
 
     # ---- backend hooks ------------------------------------------------------------------------------
     @abstractmethod

@@ -1,4 +1,7 @@
-"""Exact search: one torch matmul + topk per block, the reference every ANN backend is measured against."""
+"""Exact search: one torch matmul + topk per block, the reference every ANN backend is measured against.
+
+The vectors live on the ``device`` parameter's device (``auto``: a CUDA GPU when torch sees one);
+queries go there and results come back to the CPU. The saved form is the same from any device."""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import io
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recfunnel.index.base import Index, IndexParams
+from recfunnel.nn.device import DEVICE_HELP, check_device_spec, resolve_device
 
 __all__ = ["ExactIndex", "ExactParams"]
 
@@ -20,6 +24,16 @@ class ExactParams(IndexParams):
         description="scores materialised at once (query rows x item columns); bounds memory to 4x this "
         "in bytes on catalogues of any size",
     )
+    device: str = Field(
+        "auto",
+        description=f"where the vectors are held and scored: {DEVICE_HELP}; changeable after build "
+        "(set_params) and at load (load_index(..., device=...))",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        return check_device_spec(v)
 
 
 class ExactIndex(Index):
@@ -27,7 +41,7 @@ class ExactIndex(Index):
 
     backend = "exact"
     Params = ExactParams
-    search_params = ("block_elements",)
+    search_params = ("block_elements", "device")
     payload_name = "vectors.npy"
     equalise_norms = False  # brute force needs no help from equal norms
 
@@ -36,15 +50,27 @@ class ExactIndex(Index):
         self._vectors = torch.zeros(0, 0)
 
     def _build(self, x: np.ndarray) -> None:
-        self._vectors = torch.from_numpy(x.copy())
+        device = resolve_device(self.params.device)  # an absent GPU fails before anything changes
+        self._vectors = torch.from_numpy(x.copy() if device.type == "cpu" else x).to(device)
 
     def _add(self, x: np.ndarray) -> None:
-        self._vectors = torch.cat([self._vectors, torch.from_numpy(x)])
+        self._vectors = torch.cat([self._vectors, torch.from_numpy(x).to(self._vectors.device)])
+
+    def _apply_search_params(self) -> None:
+        """Move the vectors to the device the parameters name (after build, load, set_params)."""
+        device = resolve_device(self.params.device)
+        if self._vectors.device != device:
+            self._vectors = self._vectors.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the vectors are held."""
+        return self._vectors.device
 
     @torch.no_grad()
     def _search(self, q: np.ndarray, fetch: int, effort: int) -> tuple[np.ndarray, np.ndarray]:
         vectors, n = self._vectors, self._vectors.shape[0]
-        queries = torch.from_numpy(q)
+        queries = torch.from_numpy(q).to(vectors.device)
         budget = self.params.block_elements
         q_rows = max(1, min(len(q), budget // max(1, min(n, 4096))))
         pos_out, score_out = [], []
@@ -64,11 +90,11 @@ class ExactIndex(Index):
                     best_i = torch.cat([best_i, idx], 1).gather(1, merged.indices)
             pos_out.append(best_i)
             score_out.append(best_s)
-        return torch.cat(pos_out).numpy(), torch.cat(score_out).numpy()
+        return torch.cat(pos_out).cpu().numpy(), torch.cat(score_out).cpu().numpy()
 
     def _to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.save(buf, self._vectors.numpy(), allow_pickle=False)
+        np.save(buf, self._vectors.cpu().numpy(), allow_pickle=False)
         return buf.getvalue()
 
     def _from_bytes(self, blob: bytes) -> None:

@@ -8,18 +8,26 @@
 points; k-means trains on a seeded sample of ``train_per_list * nlist`` vectors. New items from
 :meth:`add` go to the nearest trained cell (no retraining), so a catalogue that drifts far from the
 training data should be rebuilt.
+
+With ``faiss-gpu`` installed and ``device`` ``auto`` (the default) or ``cuda[:N]``, searches run on a
+GPU replica of the index (``index_cpu_to_gpu``); the CPU structure stays the one that is saved,
+added to and memory-mapped, and searches beyond FAISS's GPU limits (k or nprobe over
+:data:`~recfunnel.index.faiss_gpu.GPU_MAX_K`) use it. With the CPU build nothing changes.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recfunnel.index.base import IndexParams
 from recfunnel.index.faiss_base import FaissIndex, _faiss
+from recfunnel.index.faiss_gpu import DEVICE_FIELD_HELP, GPU_MAX_K, faiss_gpu_device, to_gpu
+from recfunnel.nn.device import DeviceError, check_device_spec
 
 __all__ = ["IVFIndex", "IVFParams", "IVFPQIndex", "IVFPQParams"]
 
@@ -29,6 +37,12 @@ class IVFParams(IndexParams):
     nprobe: int = Field(16, ge=1, description="cells searched per query")
     train_per_list: int = Field(39, ge=1, description="k-means training sample size, per cell")
     seed: int = Field(0, description="seed of the training sample")
+    device: str = Field("auto", description=DEVICE_FIELD_HELP)
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        return check_device_spec(v)
 
 
 class IVFPQParams(IVFParams):
@@ -43,10 +57,12 @@ class IVFIndex(FaissIndex):
 
     backend = "ivf"
     Params = IVFParams
-    search_params = ("nprobe",)
+    search_params = ("nprobe", "device")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._gpu: Any = None  # the search replica on a GPU, when the device setting puts one there
+        self._gpu_number: int | None = None
         # None parameters resolve at each build and are saved resolved
         self._auto = {k for k in ("nlist", "m") if getattr(self.params, k, 0) is None}
 
@@ -73,6 +89,7 @@ class IVFIndex(FaissIndex):
         index.add(x)
         self.params.nlist = nlist
         self._index = index
+        self._gpu, self._gpu_number = None, None  # a replica of the old structure is stale
 
     def _training_sample(self, x: np.ndarray, nlist: int) -> np.ndarray:
         size = self.params.train_per_list * nlist
@@ -87,10 +104,62 @@ class IVFIndex(FaissIndex):
     def _apply_search_params(self) -> None:
         if self._index is not None:
             self._index.nprobe = min(self._index.nlist, self.params.nprobe)
+            self._place()
+
+    def _place(self) -> None:
+        """Make (or drop) the GPU search replica the ``device`` setting asks for. A replica FAISS
+        cannot make (e.g. IVF-PQ code sizes its GPU kernels lack) is an error when a GPU was asked
+        for by name, and a warning and CPU search under ``auto``."""
+        gpu = faiss_gpu_device(self.params.device)
+        if gpu is None:
+            self._gpu, self._gpu_number = None, None
+            return
+        if self._gpu is not None and self._gpu_number == gpu:
+            return
+        try:
+            replica = to_gpu(self._index, gpu)
+        except Exception as exc:  # FAISS raises RuntimeError with its own message
+            if self.params.device != "auto":
+                raise DeviceError(
+                    f"the {self.backend!r} index cannot be placed on GPU {gpu}: {exc}; valid: "
+                    "device='cpu' (or 'auto', which falls back to the CPU)"
+                ) from None
+            warnings.warn(
+                f"the {self.backend!r} index stays on the CPU: FAISS could not copy it to GPU {gpu} ({exc})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._gpu, self._gpu_number = None, None
+            return
+        self._gpu, self._gpu_number = replica, gpu
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether searches run on a GPU replica."""
+        return self._gpu is not None
+
+    def _add(self, x: np.ndarray) -> None:
+        super()._add(x)
+        if self._gpu is not None:  # the replica is copied again from the grown CPU structure
+            self._gpu, self._gpu_number = None, None
+            self._place()
 
     def _search(self, q: np.ndarray, fetch: int, effort: int) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
-        params = faiss.SearchParametersIVF(nprobe=self._nprobe(effort))
+        nprobe = self._nprobe(effort)
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if self._gpu is not None and fetch <= GPU_MAX_K and nprobe <= GPU_MAX_K:
+            try:
+                scores, pos = self._gpu.search(q, fetch, params=params)
+                return pos, scores
+            except Exception as exc:  # a GPU failure costs speed, never results
+                warnings.warn(
+                    f"GPU search of the {self.backend!r} index failed ({exc}); "
+                    "searching on the CPU from now on",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self._gpu, self._gpu_number = None, None
         scores, pos = self._index.search(q, fetch, params=params)
         return pos, scores
 

@@ -74,9 +74,10 @@ def load_index_folder(
     any_backend: bool,
     threads: int | None = None,
     mmap: bool = False,
+    device: str | None = None,
 ) -> Index:
     """Load the index folder at ``path`` as ``cls``, or as whatever backend it holds when
-    ``any_backend`` (cls is then the base class); ``mmap``: see :meth:`Index.load`."""
+    ``any_backend`` (cls is then the base class); ``mmap``, ``device``: see :meth:`Index.load`."""
     from recfunnel.index import index_class
 
     path = Path(path)
@@ -89,8 +90,11 @@ def load_index_folder(
     for name in (target.payload_name, IDS_NAME):
         if name not in meta["files"]:
             raise IndexFileError(f"{mpath} is malformed: it does not list {name}")
+    params = dict(meta["params"])
+    if device is not None and "device" in target.Params.model_fields:
+        params["device"] = device
     try:
-        index = target(normalize=meta["normalize"], threads=threads, **meta["params"])
+        index = target(normalize=meta["normalize"], threads=threads, **params)
     except ValueError as exc:
         raise IndexFileError(f"{mpath}: {exc}") from None
     index.dim, index.bias = meta["dim"], meta["bias"]

@@ -181,7 +181,7 @@ class Model(nn.Module):
             return self.user_vectors(users) @ self.item_vectors().T + self.item_bias_all()
         out = []
         for start in range(0, self.n_items, item_chunk):
-            items = torch.arange(start, min(start + item_chunk, self.n_items))
+            items = torch.arange(start, min(start + item_chunk, self.n_items), device=users.device)
             out.append(self.score(users, items.expand(len(users), -1)))
         return torch.cat(out, dim=1)
 

@@ -225,12 +225,13 @@ class EASE(Model):
     def _rows(self, users: torch.Tensor) -> torch.Tensor:
         starts, ends = self.hist_indptr[users], self.hist_indptr[users + 1]
         counts = ends - starts
-        row = torch.repeat_interleave(torch.arange(len(users)), counts)
-        offs = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+        device = counts.device
+        row = torch.repeat_interleave(torch.arange(len(users), device=device), counts)
+        offs = torch.arange(int(counts.sum()), device=device) - torch.repeat_interleave(
             torch.cumsum(counts, 0) - counts, counts
         )
         at = torch.repeat_interleave(starts, counts) + offs
-        x = torch.zeros(len(users), self.n_items)
+        x = torch.zeros(len(users), self.n_items, device=device)
         x[row, self.hist_indices[at]] = self.hist_values[at]
         return x
 

@@ -49,13 +49,14 @@ class Item2Vec(Model):
 
     # ---- HistoryAware ---------------------------------------------------------------------------
     def set_history(self, indptr: torch.Tensor, items: torch.Tensor) -> None:
+        device = self.in_emb.weight.device  # the buffers follow the model's device
         indptr = torch.as_tensor(indptr, dtype=torch.int64)
         if len(indptr) != self.n_users + 1:
             raise ValueError(
                 f"history indptr has {len(indptr)} entries, expected n_users + 1 = {self.n_users + 1}"
             )
-        self.hist_indptr = indptr.clone()
-        self.hist_items = torch.as_tensor(items, dtype=torch.int64).clone()
+        self.hist_indptr = indptr.to(device, copy=True)
+        self.hist_items = torch.as_tensor(items, dtype=torch.int64).to(device, copy=True)
 
     def get_history(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if len(self.hist_items) == 0:
@@ -64,13 +65,14 @@ class Item2Vec(Model):
 
     def encode_items(self, indptr: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Mean in-vector of the last `recent` items of each list -> [B, dim] (zeros if empty)."""
-        indptr = torch.as_tensor(indptr, dtype=torch.int64)
-        items = torch.as_tensor(items, dtype=torch.int64)
+        device = self.in_emb.weight.device
+        indptr = torch.as_tensor(indptr, dtype=torch.int64).to(device)
+        items = torch.as_tensor(items, dtype=torch.int64).to(device)
         lengths = indptr.diff()
-        row = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-        from_end = indptr[1:][row] - 1 - torch.arange(len(items))
+        row = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
+        from_end = indptr[1:][row] - 1 - torch.arange(len(items), device=device)
         sel = from_end < self.config.recent
-        out = torch.zeros(len(lengths), self.config.dim, dtype=self.in_emb.weight.dtype)
+        out = torch.zeros(len(lengths), self.config.dim, dtype=self.in_emb.weight.dtype, device=device)
         out.index_add_(0, row[sel], self.in_emb.weight[items[sel]])
         return out / lengths.clamp(min=1, max=self.config.recent).unsqueeze(1).to(out.dtype)
 
@@ -78,10 +80,11 @@ class Item2Vec(Model):
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         start, end = self.hist_indptr[users], self.hist_indptr[users + 1]
         lengths = end - start
-        indptr = torch.zeros(len(users) + 1, dtype=torch.int64)
+        device = lengths.device
+        indptr = torch.zeros(len(users) + 1, dtype=torch.int64, device=device)
         indptr[1:] = torch.cumsum(lengths, 0)
-        row = torch.repeat_interleave(torch.arange(len(users)), lengths)
-        pos = torch.arange(int(indptr[-1])) - indptr[:-1][row]
+        row = torch.repeat_interleave(torch.arange(len(users), device=device), lengths)
+        pos = torch.arange(int(indptr[-1]), device=device) - indptr[:-1][row]
         return self.encode_items(indptr, self.hist_items[start[row] + pos])
 
     def item_vectors(self) -> torch.Tensor:

@@ -201,7 +201,8 @@ class TwoTower(Model):
         """User vectors at request time (:class:`~recfunnel.models.base.RecentEncoder`): each
         user's own fields (an anonymous -1: UNK id and categories, no multi-hot values) with the
         history field made of the given recent items instead of the stored training ones."""
-        users = torch.as_tensor(users, dtype=torch.int64)
+        device = self.item_text.device  # the model's (the code tables are buffers)
+        users = torch.as_tensor(users, dtype=torch.int64).to(device)
         anon = users < 0
         parts = []
         for f in self.user_fields:
@@ -209,8 +210,14 @@ class TwoTower(Model):
             if f.kind == "sequence":
                 codes = getattr(self, _buffer_name(self.schema[f.shares]))
                 x = torch.from_numpy(
-                    tail_codes(np.asarray(indptr), np.asarray(items), codes.numpy(), table.shape[1], PAD)
-                )
+                    tail_codes(
+                        np.asarray(_cpu(indptr)),
+                        np.asarray(_cpu(items)),
+                        codes.cpu().numpy(),
+                        table.shape[1],
+                        PAD,
+                    )
+                ).to(device)
             else:
                 x = table[users.clamp(min=0)].clone()
                 x[anon] = UNK if x.dim() == 1 else PAD
@@ -220,7 +227,10 @@ class TwoTower(Model):
 
     def _all_items(self, fn) -> torch.Tensor:
         return torch.cat(
-            [fn(torch.arange(s, min(s + 65536, self.n_items))) for s in range(0, self.n_items, 65536)]
+            [
+                fn(torch.arange(s, min(s + 65536, self.n_items), device=self.item_text.device))
+                for s in range(0, self.n_items, 65536)
+            ]
         )
 
     def item_vectors(self) -> torch.Tensor:
@@ -236,3 +246,8 @@ class TwoTower(Model):
         s = (u.unsqueeze(1) * v).sum(-1)
         b = self.candidate_bias(flat)
         return s if b is None else s + b.view(items.shape)
+
+
+def _cpu(x: object) -> object:
+    """A tensor on the CPU (numpy reads it there); anything else unchanged."""
+    return x.cpu() if isinstance(x, torch.Tensor) else x

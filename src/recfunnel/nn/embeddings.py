@@ -117,6 +117,7 @@ class FieldLinear(nn.Module):
 def numeric_values(batch: FieldBatch, fields: Sequence[FittedField]) -> torch.Tensor:
     """The numeric fields' standardised values stacked as dense features [B, n_numeric]."""
     cols = [batch[f.name] for f in fields if f.kind == "numeric"]
-    if not cols:
-        return torch.zeros(len(batch), 0)
+    if not cols:  # on the batch's device, as the stacked columns would be
+        device = next(iter(batch.tensors.values())).device if batch.tensors else None
+        return torch.zeros(len(batch), 0, device=device)
     return torch.stack(cols, dim=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from recfunnel.atomic import atomic_write_text
 from recfunnel.errors import RecfunnelError
+from recfunnel.nn.device import resolve_device
 from recfunnel.run.config import RunConfig
 from recfunnel.train import distributed
 
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="default <out>.ckpt")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--json", type=Path, default=None, help="write the results and report here")
-    p.add_argument("--device", default="cpu", help="cpu or cuda: gloo or nccl (default cpu)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda: the process group's gloo or nccl (default: the kind of the config's train.device)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds a collective waits (default 30)")
     args = p.parse_args(argv)
     from recfunnel.run.fit import fit
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = args.checkpoint_dir or (Path(f"{args.out}.ckpt") if args.out is not None else None)
     try:
         cfg = read_config(args.config)
-        with distributed.session(args.device, args.timeout):
+        device = args.device or resolve_device(cfg.train.device).type
+        with distributed.session(device, args.timeout):
             res = fit(cfg, checkpoint_dir=ckpt, resume=args.resume, out=args.out)
             if args.json is not None and distributed.is_main():
                 report = res.report

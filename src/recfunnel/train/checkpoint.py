@@ -5,6 +5,7 @@ A checkpoint is a folder written atomically with :func:`recfunnel.atomic.atomic_
     model.safetensors    model.state_dict()
     train.safetensors    optimizer state tensors under ``opt.{i}.{param_id}.{name}``, tensor-valued
                          param-group entries under ``opt.{i}.group.{g}.{key}``, torch RNG under ``rng.torch``
+                         (and the CUDA one under ``rng.cuda`` when CUDA was in use)
     checkpoint.json      written last: format version, trainer ``state``, per optimizer its class, its
                          non-tensor per-parameter values (e.g. SparseAdam's int ``step``) and its
                          ``param_groups``, plus the sha256 of both safetensors files
@@ -52,6 +53,7 @@ MODEL_NAME = "model.safetensors"
 TRAIN_NAME = "train.safetensors"
 META_NAME = "checkpoint.json"
 RNG_KEY = "rng.torch"
+CUDA_RNG_KEY = "rng.cuda"  # the current CUDA device's generator, when CUDA was in use
 _TUPLE = "__tuple__"
 _TENSOR = "__tensor__"
 
@@ -216,6 +218,8 @@ def save_checkpoint(
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot save model: {exc}") from exc
     train_tensors: dict[str, torch.Tensor] = {RNG_KEY: torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from it
+        train_tensors[CUDA_RNG_KEY] = torch.cuda.get_rng_state()
     opt_meta = [_flatten_optimizer(i, opt, train_tensors) for i, opt in enumerate(optimizers)]
     try:
         train_tensors = safetensors_ready(train_tensors, "optimizer state")
@@ -329,6 +333,8 @@ def load_checkpoint(
                 f"{_RESUME_HINT}"
             ) from exc
     torch.set_rng_state(train_tensors[RNG_KEY])
+    if CUDA_RNG_KEY in train_tensors and torch.cuda.is_available():  # a CPU resume has no use for it
+        torch.cuda.set_rng_state(train_tensors[CUDA_RNG_KEY])
     return meta["state"]
 
 

@@ -255,7 +255,9 @@ class GradientSync:
         ]
         flags = [1.0 if p.grad is not None else 0.0 for p in self.dense]
         flags.append(float(loss) * weight if loss is not None else 0.0)
-        buf = torch.cat([*parts, torch.tensor(flags, dtype=torch.float32)])
+        params = self.dense or self.sparse
+        device = params[0].device if params else torch.device("cpu")  # nccl: CUDA tensors
+        buf = torch.cat([*parts, torch.tensor(flags, dtype=torch.float32, device=device)])
         dist.all_reduce(buf)
         tail = buf[-len(flags) :].tolist()
         offset = 0
@@ -268,23 +270,24 @@ class GradientSync:
     def _local_rows(self, p: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         g = p.grad
         if g is None:
-            return torch.empty(0, dtype=torch.long), p.new_zeros((0, *p.shape[1:]))
+            return torch.empty(0, dtype=torch.long, device=p.device), p.new_zeros((0, *p.shape[1:]))
         if g.is_sparse:
             rows, values = row_gradient(g)
             return rows, values * weight
-        return torch.arange(p.shape[0]), g * weight  # a dense gradient on a sparse table: every row
+        return torch.arange(p.shape[0], device=p.device), g * weight  # a dense gradient: every row
 
     def _sparse_rows(self, weight: float) -> None:
         local = [self._local_rows(p, weight) for p in self.sparse]
-        counts = torch.tensor([len(r) for r, _ in local], dtype=torch.long)
+        device = self.sparse[0].device  # nccl exchanges CUDA tensors, gloo CPU ones
+        counts = torch.tensor([len(r) for r, _ in local], dtype=torch.long, device=device)
         all_counts = [torch.empty_like(counts) for _ in range(self.world)]
         dist.all_gather(all_counts, counts)
         table = torch.stack(all_counts)  # [world, params]
         widths = [p[0].numel() for p in self.sparse]  # values per row
         rows_len = int(table.sum(1).max())
-        vals_len = int((table * torch.tensor(widths)).sum(1).max())
-        rows = torch.zeros(rows_len, dtype=torch.long)
-        vals = torch.zeros(vals_len, dtype=self.sparse[0].dtype)
+        vals_len = int((table * torch.tensor(widths, device=device)).sum(1).max())
+        rows = torch.zeros(rows_len, dtype=torch.long, device=device)
+        vals = torch.zeros(vals_len, dtype=self.sparse[0].dtype, device=device)
         r_at = v_at = 0
         for (r, v), w in zip(local, widths, strict=True):
             rows[r_at : r_at + len(r)] = r

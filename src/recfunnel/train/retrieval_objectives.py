@@ -101,6 +101,8 @@ class InBatchSoftmax:
 
     def correction(self, items: torch.Tensor, n_inbatch: int) -> torch.Tensor:
         """log Q of each candidate item (in-batch + extra): log q_j with no extra negatives."""
+        if self.log_q.device != items.device:  # moved once, beside the model's batches
+            self.log_q = self.log_q.to(items.device)
         log_q = self.log_q[items]
         n = self.extra_negatives
         if n == 0:
@@ -150,7 +152,7 @@ class InBatchSoftmax:
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.logits(model, batch)
         lo = int(batch["offset"]) if "offset" in batch else 0
-        return F.cross_entropy(logits, torch.arange(lo, lo + len(logits)))
+        return F.cross_entropy(logits, torch.arange(lo, lo + len(logits), device=logits.device))
 
 
 class SkipGramNS:

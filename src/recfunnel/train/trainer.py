@@ -1,6 +1,7 @@
 """One Trainer for every trainable model: mini-batches from an objective, sparse-aware optimisers,
 early stopping on a validation metric, atomic resumable checkpoints and a JSON epoch log; data
-parallel across the processes of a launched run (:mod:`recfunnel.train.distributed`)."""
+parallel across the processes of a launched run (:mod:`recfunnel.train.distributed`); on the
+device ``TrainConfig.device`` names (CUDA when present), optionally under bf16 autocast."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ from typing import Literal
 import numpy as np
 import safetensors.torch
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recfunnel.atomic import atomic_write_bytes, atomic_write_text
+from recfunnel.nn.device import (
+    DEVICE_HELP,
+    autocast,
+    check_device_spec,
+    module_device,
+    resolve_device,
+    to_device,
+)
 from recfunnel.train import distributed
 from recfunnel.train.checkpoint import (
     CheckpointError,
@@ -55,6 +64,21 @@ class TrainConfig(BaseModel):
         "(`train_threads`, e.g. 1 for the ID-table families), else torch's setting",
     )
     progress: bool = Field(True, description="show a progress bar")
+    device: str = Field(
+        "auto",
+        description=f"where the model trains and validates: {DEVICE_HELP}; the trained model is "
+        "handed back on the device it came on (the CPU for a new one)",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="forward pass and loss in fp32, or under bf16 autocast (weights, gradients and "
+        "optimiser state stay fp32; on CPU too)",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        return check_device_spec(v)
 
 
 def seed_everything(seed: int) -> None:
@@ -100,8 +124,14 @@ class _DataParallel:
     and rank 0's epoch entry (validation included) is handed to the others once it has written
     its checkpoint."""
 
-    def __init__(self, model: torch.nn.Module, objective: Objective) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Objective,
+        amp: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
+    ) -> None:
         self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.amp = amp
         self.main = self.rank == 0
         sparse_ids = _sparse_tables(model)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -122,11 +152,7 @@ class _DataParallel:
         if hi > lo:  # a global batch smaller than the world leaves some ranks without rows
             part = self.shard(batch, lo, hi)
             weight = distributed.shard_weight(objective, batch, part, lo, hi)
-            if fused is not None:
-                loss = fused(model, part)
-            else:
-                loss = objective.loss(model, part)
-                loss.backward()
+            loss = _step_loss(model, objective, part, fused, self.amp)
         return self.sync(weight, loss), n
 
 
@@ -166,6 +192,12 @@ class Trainer:
     before each step; rank 0 validates and writes the checkpoints and log, and every rank takes
     its early-stopping decision from rank 0's metrics. A checkpoint holds the global state, so a
     run resumes with any number of processes.
+
+    The model trains and validates on ``config.device`` (:func:`~recfunnel.nn.device.resolve_device`:
+    ``auto`` is CUDA when torch sees a GPU); batches are moved there, and the model is handed back
+    on the device it came on. Checkpoints are read onto the CPU and copied into place, so a run
+    resumes on another device. ``config.precision = "bf16"`` runs forward and loss under bf16
+    autocast.
     """
 
     def __init__(self, config: TrainConfig | None = None) -> None:
@@ -192,7 +224,31 @@ class Trainer:
         the key, before any weight is loaded; without `identity` nothing is compared."""
         cfg = self.config
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        device = resolve_device(cfg.device)  # an absent GPU fails here, before any work
+        if device.type == "cuda" and distributed.is_distributed():
+            device = torch.device("cuda", torch.cuda.current_device())  # this rank's (its local rank)
+        home = module_device(model)
+        model.to(device)  # before the optimisers: their state lives beside the parameters
+        try:
+            return self._fit(model, objective, validate, ckpt, resume, max_epochs, identity, device)
+        finally:
+            model.to(home)
+
+    def _fit(
+        self,
+        model: torch.nn.Module,
+        objective: Objective,
+        validate: Callable[[torch.nn.Module], dict[str, float]] | None,
+        ckpt: Path | None,
+        resume: bool,
+        max_epochs: int | None,
+        identity: dict[str, str] | None,
+        device: torch.device,
+    ) -> TrainReport:
+        """:meth:`fit` with the model on `device`."""
+        cfg = self.config
         optimizers = build_optimizers(model, cfg)
+        amp = (lambda: autocast(device, cfg.precision)) if cfg.precision != "fp32" else None
         # an objective may compute its loss and gradients in one fused pass (MF-BPR's closed form)
         fused_backward = getattr(objective, "backward", None)
         main = distributed.is_main()
@@ -223,7 +279,7 @@ class Trainer:
             report.best_epoch, report.best_metric = state["best_epoch"], state["best_metric"]
             if (ckpt / "best.safetensors").exists():
                 best_state = safetensors.torch.load_file(str(ckpt / "best.safetensors"))
-        ddp = _DataParallel(model, objective) if distributed.is_distributed() else None
+        ddp = _DataParallel(model, objective, amp) if distributed.is_distributed() else None
         t_fit = time.perf_counter()
         end_epoch = cfg.epochs if max_epochs is None else min(cfg.epochs, start_epoch + max_epochs)
         if resume and validate is not None and cfg.patience and bad_epochs >= cfg.patience:
@@ -250,16 +306,14 @@ class Trainer:
                 compute, total_loss, n_seen, step = 0.0, 0.0, 0, 0
                 for batch in objective.batches(epoch, cfg.seed, cfg.batch_size):
                     c0 = time.perf_counter()
+                    if device.type != "cpu":
+                        batch = to_device(batch, device, non_blocking=True)
                     for opt in optimizers:
                         opt.zero_grad(set_to_none=True)
                     if ddp is not None:
                         batch_loss, n = ddp.backward(model, objective, batch, fused_backward)
                     else:
-                        if fused_backward is not None:
-                            loss = fused_backward(model, batch)
-                        else:
-                            loss = objective.loss(model, batch)
-                            loss.backward()
+                        loss = _step_loss(model, objective, batch, fused_backward, amp)
                         n = next(iter(batch.values())).shape[0]
                         batch_loss = float(loss.detach())
                     for opt in optimizers:
@@ -307,8 +361,8 @@ class Trainer:
                         bad_epochs += 1
                 else:
                     report.best_epoch = epoch
-                if improved:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if improved:  # kept on the CPU: no second copy of the model on the GPU
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 report.history.append(entry)
                 if progress.disable is False:
                     progress.console.print(_epoch_line(entry, cfg.monitor))
@@ -347,6 +401,25 @@ class Trainer:
 
 
 _STATE_KEYS = ["epoch", "bad_epochs", "history", "best_epoch", "best_metric"]
+
+
+def _step_loss(
+    model: torch.nn.Module,
+    objective: Objective,
+    batch: dict,
+    fused: Callable | None,
+    amp: Callable[[], contextlib.AbstractContextManager[None]] | None,
+) -> torch.Tensor:
+    """One batch's loss with its gradients added: the objective's fused pass (loss and gradients
+    together), else its loss and ``backward()``; forward and loss under `amp` (bf16 autocast)
+    when given, backward outside it (as torch advises)."""
+    if fused is not None:
+        with amp() if amp is not None else contextlib.nullcontext():
+            return fused(model, batch)
+    with amp() if amp is not None else contextlib.nullcontext():
+        loss = objective.loss(model, batch)
+    loss.backward()
+    return loss
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from pydantic import Field
 from recfunnel.data.fields import FieldBatch, FieldSchema
 from recfunnel.models.ctr.base import CTRConfig, CTRModel
 from recfunnel.nn import MLP, DotInteraction, FieldEmbedding, numeric_values
+from recfunnel.nn.device import module_device
 
 
 class DLRMConfig(CTRConfig):
@@ -46,7 +47,7 @@ class DLRM(CTRModel):
     def score_fields(self, batch: FieldBatch) -> torch.Tensor:
         x = numeric_values(batch, self.numeric)
         if x.shape[1] == 0:
-            x = torch.ones(len(batch), 1)
+            x = torch.ones(len(batch), 1, device=module_device(self))
         dense = self.dense_arch(x)
         v = torch.cat([dense.unsqueeze(1), self.sparse_arch(batch)], dim=1)
         return self.over_arch(self.interaction_arch(v)).squeeze(-1)
