@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import (
@@ -22,6 +23,11 @@ from prometheus_client import (
 )
 
 __all__ = ["ServiceMetrics"]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -49,21 +55,16 @@ class ServiceMetrics:
         )  # fmt: skip
 
     def instrument(self, app: Any) -> None:
-        """Count and time every request (route template as the label, so ids do not explode it)."""
+        """Count and time every request (route template as the label, so ids do not explode it).
 
-        @app.middleware("http")
-        async def _timed(request: Any, call_next: Any) -> Any:
-            t0 = time.perf_counter()
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                route = request.scope.get("route")
-                name = getattr(route, "path", "unmatched")
-                self.requests.labels(name, str(status)).inc()
-                self.latency.labels(name).observe(time.perf_counter() - t0)
+        A plain ASGI middleware: Starlette's ``@app.middleware("http")`` wraps every response in a
+        stream and a task group, which cost a tenth of the service's CPU under load."""
+        app.add_middleware(_Timed, metrics=self)
+
+    def observe(self, scope: dict, status: int, seconds: float) -> None:
+        name = getattr(scope.get("route"), "path", "unmatched")
+        self.requests.labels(name, str(status)).inc()
+        self.latency.labels(name).observe(seconds)
 
     def stages(self, timings_ms: dict[str, float], share: int = 1) -> None:
         """Record one funnel call's stage times. `share`: requests the call answered together
@@ -85,3 +86,29 @@ class ServiceMetrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _Timed:
+    """ASGI middleware: each HTTP request's status and seconds go to :meth:`ServiceMetrics.observe`
+    (status 500 when the app raised before answering)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def _send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            self.metrics.observe(scope, status, time.perf_counter() - t0)
