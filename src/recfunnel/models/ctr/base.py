@@ -19,6 +19,7 @@ from recfunnel.data.dataset import Dataset, Interactions
 from recfunnel.data.fields import EventEncoder, FieldBatch, FieldSchema
 from recfunnel.errors import ConfigError
 from recfunnel.models.base import Model, ModelConfig
+from recfunnel.nn.device import module_device
 
 
 @runtime_checkable
@@ -115,6 +116,9 @@ class FieldRanker:
             per_row = (row_ptr, flat[np.repeat(indptr[:-1][owner], lengths) + pos])
         times = np.full(b * c, t, np.int64)
         batch = self.encoder.encode(u, i, times, recent=per_row)
+        device = module_device(self.model)
+        if device.type != "cpu":  # encoded on the CPU (tables, the log), scored where the model is
+            batch = batch.to(device)
         if getattr(self.model, "training", False):  # eval() walks every submodule: only when needed
             self.model.eval()
         return self.model.score_fields(batch).reshape(b, c)
