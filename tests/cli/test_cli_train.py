@@ -1,11 +1,11 @@
-"""`recfunnel train` options that used to need a TOML file (--encoding, --timestamp-format) and
---device."""
+"""`recfunnel train` options that used to need a TOML file (--encoding, --timestamp-format),
+--device, and --resume for a family without checkpoints (LightGBM)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import invoke
+from conftest import invoke, train_args, write_plays
 
 from recfunnel.recommender import Recommender
 
@@ -60,3 +60,10 @@ def test_device_is_validated(tmp_path):
 def test_cuda_without_a_cuda_device_is_refused(tmp_path):
     res = invoke(*_args(_latin1_csv(tmp_path / "p.csv"), tmp_path / "a", "--device", "cuda"))
     assert res.exit_code == 2 and "no CUDA device" in res.output
+
+
+def test_resume_of_lightgbm_says_it_has_none_in_one_line(tmp_path):
+    csv = write_plays(tmp_path / "plays.csv")
+    res = invoke(*train_args(csv, tmp_path / "gbdt", "lightgbm", "--resume"))
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "lightgbm has no --resume" in res.output

@@ -3,8 +3,9 @@
 * the shard arithmetic and gradient averaging, in process and in 2 spawned processes;
 * one launch of ``torch.distributed.run --nproc-per-node 2`` trains MF-BPR, NeuMF, SASRec and DeepFM
   through ``recfunnel.run.fit``, and each run matches the one-process run with the same global batch;
-* ``recfunnel train --nproc 2``: killing rank 1 mid-run fails the job within 60 s, and ``--resume``
-  with one process completes it as an uninterrupted run would.
+* ``recfunnel train --nproc 2`` of MF-BPR and of DeepFM: killing rank 1 mid-run fails the job
+  within 60 s, and ``--resume`` with one process (a change of world size) completes it as an
+  uninterrupted one-process run would (the tolerances below).
 
 Tolerance: a 2-process step applies the gradient of the same global batch as one process, summed
 in another order, so the runs differ by float rounding only (measured: losses equal to ~1e-7
@@ -238,22 +239,33 @@ def _rank_of(pid: int) -> str | None:
     return next((e[5:].decode() for e in env if e.startswith(b"RANK=")), None)
 
 
-def _train_args(out: Path, *extra: str) -> list[str]:
-    return ["train", "-m", "mf", "--dataset", "ml-100k", "--data-root", str(DATA), "--epochs", "8",
-            "--batch-size", "512", "--lr", "0.005", "--no-progress", "-o", str(out), *extra]  # fmt: skip
+#: family -> (its `recfunnel train` flags, epochs): MF-BPR with sparse tables (row all-gather) and
+#: the DeepFM ranker (labelled rows, field batches) without dropout, as in the comparison above
+KILLED_RUNS = {
+    "mf": (["--batch-size", "512", "--lr", "0.005"], 8),
+    "deepfm": (["--batch-size", "2048", "--lr", "0.001", "-p", "dropout=0", "-p", "hidden=[64,64]"], 4),
+}
 
 
-def test_killing_rank_1_fails_the_job_quickly_and_resume_completes_it(tmp_path):
+def _train_args(out: Path, *extra: str, family: str = "mf") -> list[str]:
+    flags, epochs = KILLED_RUNS[family]
+    return ["train", "-m", family, "--dataset", "ml-100k", "--data-root", str(DATA), "--epochs", str(epochs),
+            *flags, "--no-progress", "-o", str(out), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", list(KILLED_RUNS))
+def test_killing_rank_1_fails_the_job_quickly_and_resume_completes_it(tmp_path, family):
     from typer.testing import CliRunner
 
     from recfunnel.cli import app
 
-    out = tmp_path / "mf"
+    out, epochs = tmp_path / family, KILLED_RUNS[family][1]
+    ckpt = out.parent / f"{family}.ckpt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "recfunnel.cli", *_train_args(out, "--nproc", "2")]
+    cmd = [sys.executable, "-m", "recfunnel.cli", *_train_args(out, "--nproc", "2", family=family)]
     job = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        last = out.parent / "mf.ckpt" / "last"
+        last = ckpt / "last"
         deadline = time.monotonic() + 120
         while not last.exists() and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)  # mid-run: after the first epoch's checkpoint
@@ -270,20 +282,21 @@ def test_killing_rank_1_fails_the_job_quickly_and_resume_completes_it(tmp_path):
     output = job.stdout.read().decode()
     assert status != 0, output[-3000:]
     assert "--resume" in output
-    epochs_done = len(json.loads((out.parent / "mf.ckpt" / "log.json").read_text()))
-    assert 1 <= epochs_done < 8
+    epochs_done = len(json.loads((ckpt / "log.json").read_text()))
+    assert 1 <= epochs_done < epochs
 
     runner = CliRunner()
-    res = runner.invoke(app, _train_args(out, "--resume", "--json", str(tmp_path / "r.json")),
+    res = runner.invoke(app, _train_args(out, "--resume", "--json", str(tmp_path / "r.json"), family=family),
                         catch_exceptions=False)  # fmt: skip
     assert res.exit_code == 0, res.output
-    log = json.loads((out.parent / "mf.ckpt" / "log.json").read_text())
-    assert [h["epoch"] for h in log] == list(range(8))
+    log = json.loads((ckpt / "log.json").read_text())
+    assert [h["epoch"] for h in log] == list(range(epochs))
     assert {h.get("processes", 1) for h in log[:epochs_done]} == {2}
     assert all("processes" not in h for h in log[epochs_done:])
     # the same as an uninterrupted one-process run
     ref = tmp_path / "ref"
-    res = runner.invoke(app, _train_args(ref, "--json", str(tmp_path / "ref.json")), catch_exceptions=False)
+    res = runner.invoke(app, _train_args(ref, "--json", str(tmp_path / "ref.json"), family=family),
+                        catch_exceptions=False)  # fmt: skip
     assert res.exit_code == 0, res.output
     ref_log = json.loads((tmp_path / "ref.ckpt" / "log.json").read_text())
     assert [h["loss"] for h in log] == pytest.approx([h["loss"] for h in ref_log], rel=LOSS_RTOL)

@@ -13,6 +13,10 @@ Families and how they are fitted (none of the callers rebuilds this sequence):
 * two-tower: its feature fields fitted on the train part (:func:`recfunnel.run.towers.build_two_tower`);
 * field families (the CTR rankers and LightGBM): labelled rows (label = rating >= ``ctr.threshold``)
   encoded with the feature fields, early stopping on the valid part's AUC.
+
+The Trainer's families (every one but the closed forms and LightGBM) checkpoint every epoch into
+``checkpoint_dir`` and continue from it with ``resume``, in any number of processes; LightGBM has
+no epochs nor checkpoints, and ``resume`` for it is refused.
 """
 
 from __future__ import annotations
@@ -134,7 +138,10 @@ def fit(
     """Fit the family `cfg.model.name` on the train part of `split` (made from `cfg.split` when
     None) of `dataset` (read from `cfg.data` when None); evaluate on the test part with
     `cfg.eval` (AUC / logloss / GAUC for field families) unless `evaluate` is False; write the
-    artifact folder `out` when given (:func:`recfunnel.run.artifact.save_fit`).
+    artifact folder `out` when given (:func:`recfunnel.run.artifact.save_fit`). The Trainer's
+    families checkpoint every epoch into `checkpoint_dir` (when given) and, with `resume`, continue
+    from its last checkpoint to the weights an uninterrupted run ends with (CTR rankers included;
+    LightGBM refuses `resume`).
 
     In a process group (:func:`recfunnel.train.distributed.init`) every rank trains its share and
     rank 0 alone evaluates and writes the artifact (the other ranks' results stay empty)."""
@@ -144,7 +151,7 @@ def fit(
     sp = load_split(cfg.split, ds) if split is None else split
     t0 = time.perf_counter()
     if cls.inputs == "fields":
-        res = _fit_fields(cfg, ds, sp)
+        res = _fit_fields(cfg, ds, sp, checkpoint_dir, resume)
     else:
         res = _fit_user_item(cfg, ds, sp, checkpoint_dir, resume)
     res.seconds = time.perf_counter() - t0
@@ -293,7 +300,14 @@ def _pretrained_neumf(cfg: RunConfig, ds: Dataset, sp: Split) -> Model:
 # field families (CTR rankers, LightGBM)
 
 
-def _fit_fields(cfg: RunConfig, ds: Dataset, sp: Split) -> FitResult:
+def _fit_fields(
+    cfg: RunConfig, ds: Dataset, sp: Split, checkpoint_dir: Path | None, resume: bool
+) -> FitResult:
+    if resume and cfg.model.name == "lightgbm":
+        raise ConfigError(
+            "lightgbm has no --resume: it is not trained in epochs by the Trainer and writes no "
+            "checkpoints; run it again without --resume (a fit takes seconds)"
+        )
     specs = ctr_fields(ds, cfg.features, cfg.ctr)
     schema, parts = ctr_parts(ds, sp, specs, threshold=cfg.ctr.threshold)
     if not len(parts["train"]) or not len(parts["valid"]):
@@ -320,5 +334,37 @@ def _fit_fields(cfg: RunConfig, ds: Dataset, sp: Split) -> FitResult:
     seed_everything(train_cfg.seed)
     model = build_ctr(cfg.model.name, schema, cfg.model.params)
     objective = LabelledBCE(parts["train"])
-    report = Trainer(train_cfg).fit(model, objective, ctr_validator(parts["valid"]))
+    report = Trainer(train_cfg).fit(
+        model,
+        objective,
+        ctr_validator(parts["valid"]),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        identity=_field_identity(cfg, ds, sp, model, schema),
+    )
     return FitResult(cfg, model.eval(), report, ds, sp, objective=objective, schema=schema, parts=parts)
+
+
+def _field_identity(
+    cfg: RunConfig, ds: Dataset, sp: Split, model: Model, schema: FieldSchema
+) -> dict[str, str]:
+    """What a ranker's checkpoint records so that ``--resume`` on other data, fields or labels is
+    refused: the dataset and split fingerprints, the family and objective, and a digest of the
+    model's hyper-parameters, the task (label threshold, history length, numerics) and the fitted
+    field schema (every field and its vocabulary)."""
+    settings = json.dumps(
+        {
+            "model": model.config.model_dump(mode="json"),
+            "ctr": cfg.ctr.model_dump(mode="json"),
+            "schema": hashlib.sha256(schema.to_json().encode()).hexdigest(),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return data_identity(
+        ds,
+        sp,
+        model=cfg.model.name,
+        objective=LabelledBCE.name,
+        settings=hashlib.sha256(settings.encode()).hexdigest(),
+    )
