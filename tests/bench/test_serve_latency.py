@@ -5,6 +5,7 @@ the suite on a tiny synthetic catalogue served by ``recfunnel serve`` with two w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from recfunnel.bench.loadgen import LoadSpec, run_load
 from recfunnel.bench.rows import ROW_CONTRACT
 from recfunnel.bench.serve_latency import run_serve_latency_suite, stage_means
 from recfunnel.bench.suites import SUITES, run_suite
-from recfunnel.bench.synthetic_bundle import TINY, synthetic_dataset
+from recfunnel.bench.synthetic_bundle import TINY, build_synthetic_bundle, index_key, synthetic_dataset
+from recfunnel.funnel.bundle import load_bundle
 
 SERVICE_MS = 40  # the stub's time per request
 
@@ -105,11 +107,30 @@ def test_the_synthetic_catalogue_is_clustered_and_sized():
 
 
 @pytest.fixture(scope="module")
-def quick_rows(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("serve-latency")
+def tiny_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve-latency")
+
+
+@pytest.fixture(scope="module")
+def quick_rows(tiny_cache):
     return run_serve_latency_suite(
-        quick=True, progress=False, cache=cache, open_seconds=2.0, closed_seconds=2.0
+        quick=True, progress=False, cache=tiny_cache, open_seconds=2.0, closed_seconds=2.0
     )
+
+
+def test_a_changed_quota_rebuilds_the_ranker_but_reuses_the_index(quick_rows, tiny_cache):
+    """The quick run cached TINY's bundle; TINY with another popular quota is a new bundle whose
+    HNSW index is the cached one (same vectors, same graph settings), checked against its model."""
+    other = dataclasses.replace(TINY, popular_quota=TINY.popular_quota + 5)
+    assert index_key(dataclasses.asdict(other)) == index_key(dataclasses.asdict(TINY))
+    assert index_key(dataclasses.asdict(dataclasses.replace(TINY, hnsw_m=8))) != index_key(
+        dataclasses.asdict(TINY)
+    )
+    bundle, info = build_synthetic_bundle(other, tiny_cache)
+    assert info["index_reused_from"] is not None and f"{TINY.name}-{TINY.key()}" in info["index_reused_from"]
+    assert "retrievers" in info["seconds"] or "funnel.retrievers" in info["seconds"]
+    funnel = load_bundle(bundle).funnel  # loads: the reused index matches the bundle's MF vectors
+    assert funnel.quotas == [TINY.ann_quota, TINY.popular_quota + 5]
 
 
 STAGES = {"resolve", "retrieve.ann", "retrieve.popular", "merge", "rank", "filter", "order", "total"}
@@ -126,7 +147,7 @@ def test_quick_rows_follow_the_contract_with_zero_errors(quick_rows):
         assert m["achieved_rps"] > 0 and m["client_cpu_s"] >= 0
         assert set(r["stage_ms"]) == STAGES and all(v >= 0 for v in r["stage_ms"].values())
         assert m["request_mean_ms"] >= r["stage_ms"]["total"] * 0.9
-        assert r["bundle"]["n_items"] == TINY.n_items and r["bundle"]["quotas"] == [200, 50]
+        assert r["bundle"]["n_items"] == TINY.n_items and r["bundle"]["quotas"] == [150, 50]
         assert r["server_cpu_s"] > 0 and r["peak_rss_mb"] > 0 and r["params"] > 0
         assert 1.0 <= m["mean_batch"] <= 16  # micro-batching on (the service's default --max-batch)
         assert r["bundle"]["ranker_precision"] in ("fp32", "bf16")

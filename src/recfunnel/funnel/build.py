@@ -14,7 +14,7 @@ built funnel (or its bundle) is evaluated on it (:mod:`recfunnel.funnel.evaluate
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -166,12 +166,15 @@ def build_funnel(
     *,
     evaluate: bool = True,
     log: Log | None = None,
+    indexes: Mapping[str, Index] | None = None,
 ) -> BuiltFunnel:
     """Fit every model of `cfg`, build its retrievers and ranker, and assemble the funnel.
 
     `dataset` / `split`: given, they are used as they are (else read from `cfg.data` /
     `cfg.split`). `evaluate`: evaluate each model trained here on the test part (its figures are
-    logged and kept in `fits`). `log`: where progress lines go (default: nowhere)."""
+    logged and kept in `fits`). `log`: where progress lines go (default: nowhere). `indexes`:
+    already built indexes by retriever source name, used instead of building them (each checked
+    against its model's item vectors; its own search parameters apply)."""
     say: Log = log or (lambda _msg: None)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -188,7 +191,11 @@ def build_funnel(
 
     t0 = time.perf_counter()
     served = serving_dataset(ds, sp)
-    retrievers = [make_retriever(r, models, served) for r in cfg.retrievers]
+    given = dict(indexes or {})
+    unknown = sorted(set(given) - {r.source for r in cfg.retrievers if r.kind != "popular"})
+    if unknown:
+        raise ValueError(f"indexes given for {unknown}: no ann / item2item retriever of this funnel")
+    retrievers = [make_retriever(r, models, served, given.get(r.source)) for r in cfg.retrievers]
     seconds["retrievers"] = time.perf_counter() - t0
     say(f"retrievers: {', '.join(r.name for r in retrievers)} in {seconds['retrievers']:.1f} s")
 
