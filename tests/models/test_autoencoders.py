@@ -206,3 +206,36 @@ def test_weighted_rows_are_kept_and_change_the_scores():
         weighted.score_all(torch.arange(12)),
         fitted("mult-vae", binary, dims=(16, 4)).score_all(torch.arange(12)),
     )
+
+
+@pytest.mark.parametrize("family", ["cdae", "mult-dae", "mult-vae"])
+def test_fold_in_scores_from_the_given_rows_while_training_reads_the_training_rows(family):
+    m = matrix()
+    m.data[:] = 1.0
+    more = m.tolil()
+    more[0, 8] = more[3, 7] = 1.0  # the "valid" items, known before the test item
+    more = more.tocsr()
+    model = fitted(family, m)
+    users = torch.arange(12)
+    before = model.score_all(users)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.fold_in(more)
+    assert model.state_dict().keys() == state.keys()  # the folded rows are not saved with the weights
+    rows = [more[u].indices for u in range(12)]
+    indptr = torch.tensor(np.cumsum([0] + [len(r) for r in rows]))
+    items = torch.from_numpy(np.concatenate(rows).astype(np.int64))
+    torch.testing.assert_close(
+        model.user_vectors(users), model.user_vectors_from_recent(users, indptr, items)
+    )
+    after = model.score_all(users)
+    assert not torch.allclose(after[[0, 3]], before[[0, 3]])
+    torch.testing.assert_close(after[[1, 2, 4]], before[[1, 2, 4]])  # unchanged rows score the same
+    assert torch.equal(model.targets(users), torch.from_numpy(m.toarray()))  # the training targets
+    model.train()
+    torch.manual_seed(0)
+    h_train = model.user_vectors(users)
+    model.fold_in(None)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model.user_vectors(users), h_train)  # training reads the train rows
+    model.eval()
+    torch.testing.assert_close(model.score_all(users), before)

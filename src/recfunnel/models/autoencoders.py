@@ -210,10 +210,24 @@ class RowAutoencoder(_Factorised):
         self.rows = SparseRows(n_users, n_items)
         self.output = nn.Linear(hidden, n_items)
         self.register_buffer("binary_values", torch.tensor(True))
+        self.folded: SparseRows | None = None  # rows read when scoring, when set (``fold_in``)
 
     def set_matrix(self, matrix: sp.csr_matrix) -> None:
         self.rows.set(matrix)
         self.binary_values = torch.tensor(bool(np.all(sp.csr_matrix(matrix).data == 1)))
+
+    def fold_in(self, matrix: sp.csr_matrix | None) -> None:
+        """Score from `matrix` [n_users, n_items] as the users' rows (the input of the encoder)
+        instead of the training matrix; None: back to the training matrix. The test part of a
+        leave-one-out split reads the train + valid items this way (Liang et al.'s fold-in: the
+        user vector is a function of the user's row, so it takes every item known before the one
+        predicted, as a sequence model's history does). Training (``reconstruct``, ``targets``)
+        always reads the training matrix; the folded rows are not saved with the weights."""
+        rows = None
+        if matrix is not None:
+            rows = SparseRows(self.n_users, self.n_items)
+            rows.set(matrix)
+        object.__setattr__(self, "folded", rows)  # a plain attribute: not a submodule, not saved
 
     def encode(
         self, cols: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor, users: torch.Tensor
@@ -231,7 +245,8 @@ class RowAutoencoder(_Factorised):
         return self.rows.dense(users)
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        return self.encode(*self.rows.bag(users), users)[0]
+        rows = self.rows if self.folded is None or self.training else self.folded
+        return self.encode(*rows.bag(users), users)[0]
 
     def item_vectors(self) -> torch.Tensor:
         return self.output.weight
