@@ -134,6 +134,7 @@ def test_a_changed_quota_rebuilds_the_ranker_but_reuses_the_index(quick_rows, ti
 
 
 STAGES = {"resolve", "retrieve.ann", "retrieve.popular", "merge", "rank", "filter", "order", "total"}
+STAGES |= {"retrieve.ann.user_vector", "retrieve.ann.search"}
 
 
 def test_quick_rows_follow_the_contract_with_zero_errors(quick_rows):

@@ -15,7 +15,7 @@ merge keeps the sources' order (source 0's claims, then source 1's, ...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,6 +30,8 @@ class Candidates:
     sources: tuple[str, ...]
     source_scores: np.ndarray
     source_ranks: np.ndarray
+    #: the source's own sub-stage milliseconds (e.g. an ANN retriever's "user_vector", "search")
+    timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         b, c = self.items.shape

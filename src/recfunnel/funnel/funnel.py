@@ -49,7 +49,8 @@ class FunnelResult:
         sources: the S source names.
         source_scores: float32 [B, k, S] each source's score, NaN where it did not propose the item.
         timings_ms: milliseconds per stage ("resolve", "retrieve.<source>", "merge", "rank",
-            "filter", "order") and "total".
+            "filter", "order") and "total"; a source's own parts as "retrieve.<source>.<part>"
+            (an ANN retriever: "user_vector" and "search").
         unknown_users: per request, the user id that was not known (served anonymously), or None.
         unknown_items: per request, the item ids (history or exclusions) that were not known.
         item_ids: per request, the raw ids of `items` (when the funnel has an item vocabulary).
@@ -204,6 +205,8 @@ class Funnel:
             t0 = time.perf_counter()
             answers.append(retriever.retrieve(requests, max(fetch, 1)))
             timings[f"retrieve.{retriever.name}"] = _ms(t0)
+            for part, ms in answers[-1].timings_ms.items():  # e.g. retrieve.ann.user_vector
+                timings[f"retrieve.{retriever.name}.{part}"] = ms
         t0 = time.perf_counter()
         merged = merge(answers, self.quotas)
         timings["merge"] = _ms(t0)

@@ -15,6 +15,7 @@ a retriever cannot answer (ANN: nobody and no history) gets an all-empty row, ne
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -137,12 +138,18 @@ class ANNRetriever:
         return rows, out.numpy()
 
     def retrieve(self, requests: Requests, k: int) -> Candidates:
+        """Top-`k` items per request; ``timings_ms`` splits the time into "user_vector" (computing
+        the query vectors) and "search" (the index, exclusions included)."""
+        t0 = time.perf_counter()
         rows, queries = self.query_vectors(requests)
+        t1 = time.perf_counter()
         if not len(rows):
             return Candidates.empty(self.name, len(requests), k)
         blocked = requests.blocked(self.exclude_seen)[rows]
         ids, scores = self.index.search(queries, k, exclude=blocked)
-        return _scatter(self.name, len(requests), k, rows, ids, scores)
+        out = _scatter(self.name, len(requests), k, rows, ids, scores)
+        out.timings_ms.update(user_vector=(t1 - t0) * 1000.0, search=(time.perf_counter() - t1) * 1000.0)
+        return out
 
 
 class ItemToItemRetriever:
