@@ -1,15 +1,19 @@
-"""The ae-ml100k suite's fold-in: user-row autoencoders score the test part from train + valid rows."""
+"""The fold-in of the run layer (``recfunnel.run.folded_rows``) that the ae-ml100k suite relies on:
+user-row autoencoders score the test part from train + valid rows, restored after."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import torch
 
-from recfunnel.bench.ae import AE_ENTRIES, _fold_in
+from recfunnel.bench.ae import AE_ENTRIES
 from recfunnel.data.dataset import build_dataset
 from recfunnel.data.splits import make_split
 from recfunnel.models.base import build_model
+from recfunnel.run import folded_rows
 
 
 def _toy():
@@ -29,12 +33,27 @@ def _model(family: str, ds, split):
     return model.eval()
 
 
+def _res(model, ds, split):
+    """What folded_rows reads of a FitResult."""
+    config = SimpleNamespace(data=SimpleNamespace(values="binary"))
+    return SimpleNamespace(model=model, dataset=ds, split=split, config=config)
+
+
 def test_row_autoencoders_score_the_test_part_from_train_and_valid_rows():
     ds, split = _toy()
     model = _model("mult-vae", ds, split)
     users = torch.arange(ds.n_users)
     train_only = model.user_vectors(users)
-    assert _fold_in(model, AE_ENTRIES["Mult-VAE"], ds, split)
+    assert AE_ENTRIES["Mult-VAE"].fold_in
+    with folded_rows(_res(model, ds, split), "test") as folded:
+        assert folded
+        _check_folded(model, ds, split, users, train_only)
+    torch.testing.assert_close(model.user_vectors(users), train_only)  # restored
+    with folded_rows(_res(model, ds, split), "valid") as folded:  # valid reads train rows only
+        assert not folded
+
+
+def _check_folded(model, ds, split, users, train_only):
     both = np.sort(np.concatenate([split.train, split.valid]))
     m = ds.interactions.take(both).matrix(ds.n_users, ds.n_items)
     indptr = torch.from_numpy(m.indptr.astype(np.int64))
@@ -48,6 +67,9 @@ def test_row_autoencoders_score_the_test_part_from_train_and_valid_rows():
 def test_no_fold_in_for_the_train_rows_entry_nor_for_models_without_rows():
     ds, split = _toy()
     vae = _model("mult-vae", ds, split)
-    assert not _fold_in(vae, AE_ENTRIES["Mult-VAE-train-rows"], ds, split) and vae.folded is None
+    assert not AE_ENTRIES["Mult-VAE-train-rows"].fold_in
+    with folded_rows(_res(vae, ds, split), "test", enabled=False) as folded:
+        assert not folded and vae.folded is None
     mf = build_model("mf", ds.n_users, ds.n_items, {})
-    assert not _fold_in(mf, AE_ENTRIES["MF-BPR"], ds, split)
+    with folded_rows(_res(mf, ds, split), "test") as folded:
+        assert not folded

@@ -6,7 +6,7 @@ beside EASE, MF-BPR and NeuMF on MovieLens-100K; leave-one-out (split seed 0, th
 2 and mean +- std ``aggregate`` rows. Trained models stop early on the valid part (full ranking,
 NDCG@10) and keep their best valid epoch. Hyper-parameters: the papers' where they give them, else
 chosen on the valid part only (each entry says which). The user-row autoencoders (CDAE, Mult-DAE,
-Mult-VAE) score the test part from each user's train + valid items (:func:`_fold_in`; rows say so
+Mult-VAE) score the test part from each user's train + valid items (``run.folded_rows``; rows say so
 in ``test_input``), as the sequence models of ``seq-ml100k`` read train + valid histories there:
 their user vector is a function of the row, and the valid item is known before the test item. They
 are trained and early-stopped on the train rows alone; ``Mult-VAE-train-rows`` is Mult-VAE scored
@@ -49,7 +49,6 @@ except ModuleNotFoundError:  # Python 3.10
 
 from recfunnel.bench.rows import aggregate_seeds, fit_figures, result_rows
 from recfunnel.data.schema import ColumnMapping
-from recfunnel.models.autoencoders import RowAutoencoder
 from recfunnel.run import (
     DataConfig,
     EvalSection,
@@ -61,6 +60,7 @@ from recfunnel.run import (
     evaluate_model,
     evaluate_run,
     fit,
+    folded_rows,
     load_data,
     load_split,
 )
@@ -88,7 +88,7 @@ class Entry:
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (trained families)
     values: str = "binary"  # data.values
     note: str = ""  # where the hyper-parameters come from
-    fold_in: bool = True  # user-row autoencoders: the test part reads train + valid rows (_fold_in)
+    fold_in: bool = True  # user-row autoencoders: the test part reads train + valid rows (folded_rows)
 
 
 _MF_BPR = Entry(
@@ -253,23 +253,10 @@ def _rows(suite: str, label: str, entry: Entry, results, ds, split, extra: dict,
     return rows
 
 
-def _fold_in(model, entry: Entry, ds, split) -> bool:
-    """A user-row autoencoder (CDAE, Mult-DAE, Mult-VAE) scores the test part from each user's
-    train + valid items (``RowAutoencoder.fold_in``), the history a sequence model reads there:
-    its user vector is a function of the row, so the valid item, known before the test item, is
-    part of the input. It was trained, and early-stopped, on the train rows alone. -> whether
-    folded."""
-    if not (entry.fold_in and isinstance(model, RowAutoencoder) and len(split.valid)):
-        return False
-    rows = np.sort(np.concatenate([split.train, split.valid]))
-    model.fold_in(ds.interactions.take(rows).matrix(ds.n_users, ds.n_items, entry.values))
-    return True
-
-
 def _fit_rows(suite, label, entry, ds, split, data, split_cfg, seed, quick, progress) -> list[dict]:
     res = fit(run_config(entry, data, split_cfg, seed, quick), ds, split, evaluate=False)
-    folded = _fold_in(res.model, entry, ds, split)
-    results = evaluate_run(res, name=label)
+    with folded_rows(res, "test", entry.fold_in) as folded:
+        results = evaluate_run(res, name=label, fold_in=False)  # folded here, or not at all
     extra = fit_figures(res)
     if folded:
         extra["test_input"] = "train + valid rows (fold-in); trained and early-stopped on train rows"

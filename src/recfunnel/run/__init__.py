@@ -19,7 +19,7 @@ from recfunnel.run.config import (
     SplitConfig,
     TrainConfig,
 )
-from recfunnel.run.evaluate import evaluate_model, evaluate_run
+from recfunnel.run.evaluate import evaluate_model, evaluate_run, folded_rows
 from recfunnel.run.fit import FitResult, fit, load_data, load_split
 from recfunnel.run.scoring import CandidateScorer, candidate_scorer
 
@@ -39,6 +39,7 @@ __all__ = [
     "candidate_scorer",
     "evaluate_model",
     "evaluate_run",
+    "folded_rows",
     "fit",
     "load_data",
     "load_model",

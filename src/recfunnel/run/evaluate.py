@@ -12,14 +12,18 @@ and every ranking result keeps NDCG / recall at that K per user (``Result.per_us
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from recfunnel.data.dataset import Dataset
 from recfunnel.data.splits import Split
 from recfunnel.eval.ctr import evaluate_ctr
 from recfunnel.eval.protocols import evaluate as evaluate_protocol
 from recfunnel.eval.result import Result
+from recfunnel.models.autoencoders import RowAutoencoder
 from recfunnel.run.config import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -89,10 +93,13 @@ def evaluate_run(
     *,
     guardrails: bool = True,
     per_user: bool = True,
+    fold_in: bool = True,
 ) -> list[Result]:
     """Evaluate a fitted run on `part`: ranking protocols (default: the run's eval section) for
     user x item models; AUC / logloss / GAUC on the encoded rows for field families.
-    `guardrails` / `per_user`: see :func:`evaluate_model`."""
+    `guardrails` / `per_user`: see :func:`evaluate_model`. `fold_in`: a user-row autoencoder
+    (CDAE, Mult-DAE, Mult-VAE) scores the test part from each user's train + valid items, as a
+    sequence model reads train + valid histories there (:func:`folded_rows`)."""
     cfg = res.config
     if res.parts is not None:
         if part not in PARTS:
@@ -108,15 +115,36 @@ def evaluate_run(
                 seed=cfg.train.seed,
             )
         ]
-    return evaluate_model(
-        res.model,
-        res.dataset,
-        res.split,
-        protocols or cfg.eval.protocols,
-        part,
-        ks or cfg.eval.ks,
-        name=name,
-        seed=cfg.train.seed,
-        guardrails=guardrails,
-        per_user=per_user,
-    )
+    with folded_rows(res, part, fold_in):
+        return evaluate_model(
+            res.model,
+            res.dataset,
+            res.split,
+            protocols or cfg.eval.protocols,
+            part,
+            ks or cfg.eval.ks,
+            name=name,
+            seed=cfg.train.seed,
+            guardrails=guardrails,
+            per_user=per_user,
+        )
+
+
+@contextmanager
+def folded_rows(res: FitResult, part: str, enabled: bool = True) -> Iterator[bool]:
+    """Within the block, a user-row autoencoder reads each user's train + valid items (with the
+    run's ``data.values``) as its input when `part` is "test" (Liang et al.'s fold-in: the user
+    vector is a function of the row, and the valid item is known before the test item); it was
+    trained and early-stopped on the train rows alone. Yields whether it folded; restores the
+    training rows after."""
+    model, split = res.model, res.split
+    if not (enabled and part == "test" and isinstance(model, RowAutoencoder) and len(split.valid)):
+        yield False
+        return
+    ds = res.dataset
+    rows = np.sort(np.concatenate([split.train, split.valid]))
+    model.fold_in(ds.interactions.take(rows).matrix(ds.n_users, ds.n_items, res.config.data.values))
+    try:
+        yield True
+    finally:
+        model.fold_in(None)
