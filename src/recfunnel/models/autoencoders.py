@@ -56,7 +56,7 @@ def ragged(indptr: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torc
     """Positions in the CSR arrays of the entries of `rows`, concatenated, and each row's count."""
     starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
     offsets = torch.cumsum(counts, 0) - counts
-    at = torch.arange(int(counts.sum())) - torch.repeat_interleave(offsets, counts)
+    at = torch.arange(int(counts.sum()), device=indptr.device) - torch.repeat_interleave(offsets, counts)
     return torch.repeat_interleave(starts, counts) + at, counts
 
 
@@ -75,20 +75,23 @@ class SparseRows(nn.Module):
         m.sort_indices()
         if m.shape != (len(self.indptr) - 1, self.n_cols):
             raise ValueError(f"matrix of shape {m.shape}, expected {(len(self.indptr) - 1, self.n_cols)}")
-        self.indptr = torch.from_numpy(m.indptr.astype(np.int64))
-        self.indices = torch.from_numpy(m.indices.astype(np.int64))
-        self.values = torch.from_numpy(m.data.copy())
+        device = self.indptr.device  # the buffers stay where the model is
+        self.indptr = torch.from_numpy(m.indptr.astype(np.int64)).to(device)
+        self.indices = torch.from_numpy(m.indices.astype(np.int64)).to(device)
+        self.values = torch.from_numpy(m.data.copy()).to(device)
 
     def bag(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """EmbeddingBag input of `rows` [B]: (columns, offsets [B], values)."""
-        at, counts = ragged(self.indptr, rows)
+        at, counts = ragged(self.indptr, rows.to(self.indptr.device))
         return self.indices[at], torch.cumsum(counts, 0) - counts, self.values[at]
 
     def dense(self, rows: torch.Tensor) -> torch.Tensor:
         """[B, n_cols]: the rows written out."""
-        at, counts = ragged(self.indptr, rows)
-        out = torch.zeros(len(rows), self.n_cols)
-        out[torch.repeat_interleave(torch.arange(len(rows)), counts), self.indices[at]] = self.values[at]
+        device = self.indptr.device
+        at, counts = ragged(self.indptr, rows.to(device))
+        out = torch.zeros(len(rows), self.n_cols, device=device)
+        row = torch.repeat_interleave(torch.arange(len(rows), device=device), counts)
+        out[row, self.indices[at]] = self.values[at]
         return out
 
 
@@ -97,8 +100,8 @@ def recent_bag(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """EmbeddingBag input of ad-hoc item lists (indptr [B + 1], items): each distinct item of a
     row once, with its value (default 1) summed over repeats."""
-    indptr = torch.as_tensor(indptr, dtype=torch.int64)
-    items = torch.as_tensor(items, dtype=torch.int64)
+    indptr = torch.as_tensor(indptr, dtype=torch.int64).cpu()  # assembled with scipy on the CPU
+    items = torch.as_tensor(items, dtype=torch.int64).cpu()
     n = len(indptr) - 1
     rows = torch.repeat_interleave(torch.arange(n), indptr.diff()).numpy()
     vals = np.ones(len(items), np.float32) if values is None else np.asarray(values, np.float32)
@@ -193,8 +196,9 @@ class AutoRec(_Factorised):
         return torch.cat([self.decoder.weight[users], self.decoder.bias[users].unsqueeze(1)], dim=1)
 
     def item_vectors(self) -> torch.Tensor:
-        codes = self.codes(torch.arange(self.n_items))
-        return torch.cat([codes, torch.ones(self.n_items, 1)], dim=1)
+        device = self.decoder.weight.device
+        codes = self.codes(torch.arange(self.n_items, device=device))
+        return torch.cat([codes, torch.ones(self.n_items, 1, device=device)], dim=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,7 +218,8 @@ class RowAutoencoder(_Factorised):
 
     def set_matrix(self, matrix: sp.csr_matrix) -> None:
         self.rows.set(matrix)
-        self.binary_values = torch.tensor(bool(np.all(sp.csr_matrix(matrix).data == 1)))
+        binary = bool(np.all(sp.csr_matrix(matrix).data == 1))
+        self.binary_values = torch.tensor(binary, device=self.binary_values.device)
 
     def fold_in(self, matrix: sp.csr_matrix | None) -> None:
         """Score from `matrix` [n_users, n_items] as the users' rows (the input of the encoder)
@@ -225,7 +230,7 @@ class RowAutoencoder(_Factorised):
         always reads the training matrix; the folded rows are not saved with the weights."""
         rows = None
         if matrix is not None:
-            rows = SparseRows(self.n_users, self.n_items)
+            rows = SparseRows(self.n_users, self.n_items).to(self.output.weight.device)
             rows.set(matrix)
         object.__setattr__(self, "folded", rows)  # a plain attribute: not a submodule, not saved
 
@@ -265,10 +270,11 @@ class RowAutoencoder(_Factorised):
         """The given items as the user's row (:class:`~recfunnel.models.base.RecentEncoder`): value
         1 each unless `values` gives them; repeats are summed, or count once for a model fitted on
         binary values. `users` (-1: anonymous) matter only to CDAE's user node."""
-        cols, offsets, vals = recent_bag(indptr, items, values)
+        device = self.output.weight.device
+        cols, offsets, vals = (t.to(device) for t in recent_bag(indptr, items, values))
         if bool(self.binary_values):
             vals = torch.ones_like(vals)
-        return self.encode(cols, offsets, vals, torch.as_tensor(users, dtype=torch.int64))[0]
+        return self.encode(cols, offsets, vals, torch.as_tensor(users, dtype=torch.int64, device=device))[0]
 
 
 class CDAEConfig(ModelConfig):
@@ -352,10 +358,12 @@ class _MultBase(RowAutoencoder):
         nn.init.normal_(self.output.bias, std=0.001)
 
     def first_layer(self, cols, offsets, values) -> torch.Tensor:
-        row = torch.repeat_interleave(
-            torch.arange(len(offsets)), torch.diff(offsets, append=torch.tensor([len(cols)]))
-        )
-        norm = torch.zeros(len(offsets)).index_add_(0, row, values * values).sqrt().clamp(min=1e-12)
+        device = cols.device
+        ends = torch.tensor([len(cols)], device=device)
+        counts = torch.diff(offsets, append=ends)
+        row = torch.repeat_interleave(torch.arange(len(offsets), device=device), counts)
+        norm = torch.zeros(len(offsets), device=device).index_add_(0, row, values * values)
+        norm = norm.sqrt().clamp(min=1e-12)
         values = F.dropout(values / norm[row], self.config.dropout, self.training)
         return self.input_layer(cols, offsets, per_sample_weights=values) + self.input_bias
 
