@@ -14,9 +14,12 @@ catalogue), both built once and cached under `cache`:
    20 s (saturation throughput);
 3. around each load ``/metrics`` is scraped: the mean of every ``recfunnel_stage_seconds`` stage and
    of ``recfunnel_request_seconds`` over the load (sum / count differences), so the row splits the
-   time into funnel stages, the service's own overhead (request mean minus the funnel's total:
-   FastAPI, validation, event-store read, response) and what lies outside the handler (client
-   latency minus the request mean: queueing, HTTP, loopback).
+   time into funnel stages (the whole funnel call a request was answered by), the service's own
+   overhead (request mean minus the funnel's total: FastAPI, validation, event-store read, the
+   response, and waiting for the funnel call in progress when micro-batching) and what lies outside
+   the handler (client latency minus the request mean: queueing, HTTP, loopback); the funnel's CPU
+   per request is its total divided by ``mean_batch`` (``funnel_ms_per_request``), and the service
+   processes' CPU per answered request is ``server_cpu_ms_per_request``.
 
 The service runs with its defaults: micro-batching of ``/recommend`` (``--max-batch 16``: requests
 waiting together share one funnel call; ``mean_batch`` in each row) and the ranker's MLP layers in
@@ -60,8 +63,12 @@ from recfunnel.bench.loadgen import LoadSpec, run_load_process
 from recfunnel.bench.rows import machine_info, param_count, utc_now
 from recfunnel.bench.synthetic_bundle import MILLION, TINY, build_synthetic_bundle
 from recfunnel.data.store import read_dataset
+from recfunnel.errors import RecfunnelError
 from recfunnel.funnel.bundle import load_bundle, read_bundle_manifest
+from recfunnel.funnel.config import FunnelConfig
+from recfunnel.funnel.evaluate import evaluate_funnel
 from recfunnel.funnel.ranker import ScorerRanker
+from recfunnel.run import load_data, load_split
 from recfunnel.run.artifact import load_model
 
 __all__ = ["CATALOGUES", "run_serve_latency_suite", "scrape_metrics", "stage_means"]
@@ -306,6 +313,10 @@ def _load_row(load: dict, before: dict, after: dict, base: dict[str, Any]) -> di
         # requests per funnel call (micro-batching; 1.0: each answered alone)
         "mean_batch": _mean(before, after, "recfunnel_recommend_batch_size", ""),
     }
+    batch = metrics["mean_batch"]
+    metrics["funnel_ms_per_request"] = stages["total"] / batch if batch and "total" in stages else None
+    answered = load["all"]["ok"]
+    metrics["server_cpu_ms_per_request"] = base["server_cpu_s"] * 1000 / answered if answered else None
     row = base | {
         "metrics": metrics,
         "stage_ms": stages,
@@ -327,10 +338,11 @@ def _load_row(load: dict, before: dict, after: dict, base: dict[str, Any]) -> di
     return row
 
 
-def bf16_agreement(bundle: Path, n_users: int = 300, seed: int = 0) -> dict[str, float] | None:
-    """Top-10 of `n_users` stored users ranked with the ranker in fp32 and in bf16 (the same
-    requests, in batches of 50): mean overlap and the share of lists in the same order. None when
-    the bundle has no trained ranker."""
+def bf16_agreement(bundle: Path, data_root: Any = None, n_users: int = 300, seed: int = 0) -> dict | None:
+    """The ranker in fp32 against bf16 on one bundle: the top-10 of `n_users` stored users (mean
+    overlap, share of lists in the same order) and, where the bundle's data can be read (not a
+    synthetic catalogue), the funnel's test NDCG@10 / Recall@10 with each. None when the bundle has
+    no trained ranker."""
     a = load_bundle(bundle, mmap=True, ranker_precision="fp32").funnel
     if not isinstance(a.ranker, ScorerRanker):
         return None
@@ -345,7 +357,23 @@ def bf16_agreement(bundle: Path, n_users: int = 300, seed: int = 0) -> dict[str,
         y = b.recommend(users=chunk, k=10).items
         overlap += [len(set(p) & set(q)) / 10 for p, q in zip(x.tolist(), y.tolist(), strict=True)]
         same += [p == q for p, q in zip(x.tolist(), y.tolist(), strict=True)]
-    return {"users": len(users), "top10_overlap": float(np.mean(overlap)), "same_order": float(np.mean(same))}
+    out: dict[str, Any] = {
+        "users": len(users),
+        "top10_overlap": float(np.mean(overlap)),
+        "same_order": float(np.mean(same)),
+    }
+    cfg = FunnelConfig.model_validate(read_bundle_manifest(bundle, verify=False)["config"])
+    try:
+        data = cfg.data if data_root is None else cfg.data.model_copy(update={"data_root": Path(data_root)})
+        ds = load_data(data)
+        split = load_split(cfg.split, ds)
+    except (RecfunnelError, OSError, ValueError):  # a synthetic catalogue: no files to read
+        return out
+    for name, funnel in (("fp32", a), ("bf16", b)):
+        metrics = evaluate_funnel(funnel, ds, split, "test", ks=(10,), candidate_ks=()).metrics
+        out[f"test_ndcg@10_{name}"] = metrics["ndcg@10"]
+        out[f"test_recall@10_{name}"] = metrics["recall@10"]
+    return out
 
 
 def _catalogue_rows(
@@ -391,7 +419,9 @@ def _catalogue_rows(
             "serving_rows": manifest.get("serving_rows"),
             "start_seconds": svc["start_seconds"],
             "ranker_precision": precision,
-            "bf16_agreement": bf16_agreement(bundle) if precision == "bf16" and not suffix else None,
+            "bf16_agreement": bf16_agreement(bundle, plan.get("data_root"))
+            if precision == "bf16" and not suffix
+            else None,
             **({"ann_recall": info["recall"]} if "recall" in info else {}),
         }
         for j, (label, mode, r, seconds, shares) in enumerate(loads):
@@ -489,6 +519,7 @@ def run_serve_latency_suite(
         "env": server_env,
         "serve_args": tuple(serve_args),
         "compare_unbatched": compare_unbatched and not quick,
+        "data_root": data_root,
     }
 
     def log(msg: str) -> None:

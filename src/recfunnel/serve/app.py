@@ -196,7 +196,7 @@ def _answer(state: ServiceState, batch: Sequence[_Prepared]) -> list[RecommendRe
         mmr_lambda=p0.req.diversity,
         filters=p0.filters,
     )
-    state.metrics.stages(res.timings_ms, share=len(batch))
+    state.metrics.stages(res.timings_ms, requests=len(batch))
     proposed = res.proposed_by()
     out = []
     for row, p in enumerate(batch):

@@ -66,14 +66,15 @@ class ServiceMetrics:
         self.requests.labels(name, str(status)).inc()
         self.latency.labels(name).observe(seconds)
 
-    def stages(self, timings_ms: dict[str, float], share: int = 1) -> None:
-        """Record one funnel call's stage times. `share`: requests the call answered together
-        (micro-batching); each gets an equal share, so a stage's mean stays its cost per request."""
-        self.batch.observe(share)
+    def stages(self, timings_ms: dict[str, float], requests: int = 1) -> None:
+        """Record one funnel call's stage times for each of the `requests` it answered together
+        (micro-batching): every one of them waited the whole call, so a stage's mean is its part
+        of a request's latency; its CPU cost per request is that divided by the mean batch size
+        (``recfunnel_recommend_batch_size``)."""
+        self.batch.observe(requests)
         for name, ms in timings_ms.items():
-            seconds = ms / 1000.0 / share
-            for _ in range(share):
-                self.stage.labels(name).observe(seconds)
+            for _ in range(requests):
+                self.stage.labels(name).observe(ms / 1000.0)
 
     def reloaded(self, bundle_id: str) -> None:
         self.bundle.labels(bundle_id).set(time.time())
