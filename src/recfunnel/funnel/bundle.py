@@ -204,12 +204,15 @@ def load_bundle(
     threads: int | None = None,
     mmap: bool = False,
     ranker_precision: str = "fp32",
+    index_device: str | None = None,
 ) -> Bundle:
     """Check the bundle at `path` whole (see the module doc), then load its funnel. `mmap`: map the
     indexes' stored vectors read-only from the bundle's files (server processes share them).
     `ranker_precision`: "fp32", "bf16" (the ranker's MLP layers in bfloat16: faster on CPUs with
     AMX, scores to ~3 significant digits) or "auto" (bf16 where AMX is present); the funnel's
-    ``ranker_precision`` says what was applied."""
+    ``ranker_precision`` says what was applied. `index_device`: where exact / IVF indexes search
+    instead of their saved setting (the service passes "cpu": N server processes would otherwise
+    each open a CUDA context on a GPU machine)."""
     precision = resolve_ranker_precision(ranker_precision)
     path = Path(path)
     manifest = read_bundle_manifest(path)
@@ -226,7 +229,8 @@ def load_bundle(
     for spec in cfg.retrievers:
         index = None
         if spec.kind != "popular":
-            index = load_index(path / "indexes" / spec.source, threads=threads, mmap=mmap)
+            folder = path / "indexes" / spec.source
+            index = load_index(folder, threads=threads, mmap=mmap, device=index_device)
         try:
             retrievers.append(make_retriever(spec, models, served, index))
         except ArtifactError as exc:

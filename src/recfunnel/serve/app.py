@@ -100,7 +100,9 @@ class ServiceState:
         """Load, check and warm a bundle (one anonymous request and one stored user's). Index
         vectors are memory-mapped read-only from the bundle's files: the server processes share
         one copy in the page cache."""
-        bundle = load_bundle(path, mmap=True, ranker_precision=self.settings.ranker_precision)
+        bundle = load_bundle(
+            path, mmap=True, ranker_precision=self.settings.ranker_precision, index_device="cpu"
+        )
         funnel = bundle.funnel
         funnel.recommend(users=[None], k=1)
         if funnel.n_users:
