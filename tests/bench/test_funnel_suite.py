@@ -14,6 +14,7 @@ from recfunnel.settings import has_dataset
 needs_data = pytest.mark.skipif(not has_dataset("ml-100k"), reason="ml-100k not under the data root")
 RATES = {"ndcg@10", "recall@10", "hr@10", "mrr@10", "cand_recall@200", "cand_recall"}
 STAGES = {"resolve", "retrieve.ann", "retrieve.popular", "merge", "rank", "filter", "order", "total"}
+STAGES |= {"retrieve.ann.user_vector", "retrieve.ann.search"}  # the ANN retriever's own split
 
 
 def test_the_suite_is_registered_and_refuses_unknown_variants():

@@ -45,4 +45,6 @@ def test_every_option_shows_its_default():
     assert not missing, f"options whose help shows no default: {missing}"
     res = invoke("train", "--help", env={"COLUMNS": "400"})
     epochs = TrainConfig.model_fields["epochs"].default
-    assert "[default: auto]" in res.output and f"tuned setting where it has one, else {epochs})" in res.output
+    text = " ".join(res.output.split())
+    assert "(default: the config's train.device, else auto)" in text
+    assert f"tuned setting where it has one, else {epochs})" in res.output
