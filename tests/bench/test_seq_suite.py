@@ -47,3 +47,23 @@ def test_quick_session_suite_rows_follow_the_contract(tmp_path):
             assert r["config"]["objective"]["name"] == "seq-ce"
     path = write_rows(rows, tmp_path / "rows.json")
     assert json.loads(path.read_text()) == json.loads(json.dumps(rows))
+
+
+def test_an_entry_chooses_its_epoch_on_its_own_valid_protocol():
+    """seq-video validates on the sampled protocol unless an entry names another: the tuned
+    SASRec-SCE is early-stopped on full ranking (the protocol its bar is set on)."""
+    from recfunnel.bench.seq import SPECS, _Job, _run_config
+
+    spec = SPECS["seq-video"]
+    by_label = {e.label: e for e in spec.entries}
+
+    def valid(label: str) -> str:
+        job = _Job(spec, by_label[label], False, None, False, False, 1)
+        return _run_config(job).eval.valid_protocol
+
+    assert valid("SASRec-SCE") == "sampled"
+    assert valid("SASRec-SCE-tuned") == "full"
+    assert by_label["SASRec-SCE-tuned"].objective == by_label["SASRec-SCE"].objective
+    session = SPECS["session-diginetica"]  # no fixed negatives: the suite's first protocol
+    job = _Job(session, session.entries[-1], False, None, False, False, 1)
+    assert _run_config(job).eval.valid_protocol == "full-unmasked"
