@@ -36,24 +36,24 @@ class PoolDropout(nn.Module):
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
 
-    def _pool(self, n: int) -> torch.Tensor:
+    def _pool(self, n: int, device: torch.device) -> torch.Tensor:
         seed = torch.initial_seed() % (2**63)
         size = max(self.POOL, 1 << (2 * n - 1).bit_length())  # powers of two: few distinct pools
-        key = (self.p, seed, size)
+        key = (self.p, seed, size, str(device))
         pool = PoolDropout._pools.get(key)
         if pool is None:
             if len(PoolDropout._pools) > 8:
                 PoolDropout._pools.clear()
             g = torch.Generator().manual_seed(seed + 7919)
             pool = (torch.rand(size, generator=g) >= self.p).float().mul_(1.0 / (1.0 - self.p))
-            PoolDropout._pools[key] = pool
+            PoolDropout._pools[key] = pool = pool.to(device)  # drawn on the CPU: same mask anywhere
         return pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         n = x.numel()
-        pool = self._pool(n)
+        pool = self._pool(n, x.device)
         off = int(torch.randint(0, len(pool) - n + 1, (1,)))
         return x * pool[off : off + n].view_as(x)
 
@@ -65,11 +65,11 @@ def attention_mask(seq: torch.Tensor) -> torch.Tensor:
     """Additive mask [B, 1, W, W] for left-padded `seq` [B, W] (0 = pad): position t attends to
     real positions <= t (causal, Kang & McAuley 2018 sec. III-B) and always to itself, so padded
     query rows stay finite and padding never changes the output of a real position."""
-    w = seq.shape[1]
-    causal = torch.ones(w, w, dtype=torch.bool).tril()
+    w, device = seq.shape[1], seq.device
+    causal = torch.ones(w, w, dtype=torch.bool, device=device).tril()
     allowed = causal & (seq != 0).unsqueeze(1)  # [B, W(query), W(key)]
-    allowed = allowed | torch.eye(w, dtype=torch.bool)
-    mask = torch.zeros(allowed.shape, dtype=torch.float32)
+    allowed = allowed | torch.eye(w, dtype=torch.bool, device=device)
+    mask = torch.zeros(allowed.shape, dtype=torch.float32, device=device)
     return mask.masked_fill_(~allowed, float("-inf")).unsqueeze(1)
 
 

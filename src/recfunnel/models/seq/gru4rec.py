@@ -60,13 +60,14 @@ class GRU4Rec(SequenceModel):
         b, w = seq.shape
         lengths = (seq != 0).sum(1)
         shift = (w - lengths).unsqueeze(1)
-        cols = torch.arange(w).unsqueeze(0)
+        cols = torch.arange(w, device=seq.device).unsqueeze(0)
         # left-padded -> right-padded (pack_padded_sequence wants the real items first)
         src = cols + shift
         right = torch.where(src < w, seq.gather(1, src.clamp(max=w - 1)), 0)
         emb = self.out_emb if self.in_emb is None else self.in_emb
         x = self.emb_drop(emb(right))
-        packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
+        # pack_padded_sequence wants the lengths on the CPU whatever the input's device
+        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=w)
         # back to left padding: column j of the output holds step j - shift

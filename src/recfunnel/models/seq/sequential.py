@@ -89,12 +89,15 @@ class SequenceModel(Model):
         Large batches are encoded in chunks of similar history length, each cut to its own
         longest sequence (padding never changes an output), so scoring many users with mostly
         short histories does not pay for the longest one."""
+        # histories are kept on the CPU, where the windows are cut; the encoder runs on its device
+        rows = torch.as_tensor(rows).to(indptr.device)
+        device = self.output_table().device
         if len(rows) <= self.SCORE_CHUNK:
-            return self.encode(left_padded(indptr, items, rows, self.max_len))[:, -1]
+            return self.encode(left_padded(indptr, items, rows, self.max_len).to(device))[:, -1]
         lengths = (indptr[rows + 1] - indptr[rows]).clamp(max=self.max_len)
         out = None
         for part in torch.argsort(lengths, stable=True).split(self.SCORE_CHUNK):
-            h = self.encode(left_padded(indptr, items, rows[part], self.max_len))[:, -1]
+            h = self.encode(left_padded(indptr, items, rows[part], self.max_len).to(device))[:, -1]
             if out is None:
                 out = h.new_empty(len(rows), h.shape[1])
             out[part] = h
