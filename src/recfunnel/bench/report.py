@@ -411,23 +411,47 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
     return lines + _stage_lines(rows)
 
 
+#: serving figures shown beside the stage means when a row has them (serve-latency)
+_SERVING = (
+    ("mean_batch", "mean batch"),
+    ("funnel_ms_per_request", "funnel CPU ms/req"),
+    ("server_cpu_ms_per_request", "service CPU ms/req"),
+    ("framework_overhead_ms", "outside funnel ms"),
+)
+
+
 def _stage_lines(rows: Sequence[dict]) -> list[str]:
     """Per-stage mean milliseconds of the rows that carry ``stage_ms`` (the service and funnel
-    suites), with the load average the machine had before each run."""
+    suites), the serving figures where rows have them, and the load average the machine had
+    before each run."""
     staged = [r for r in rows if r.get("stage_ms")]
     if not staged:
         return []
     stages = sorted({k for r in staged for k in r["stage_ms"]}, key=lambda k: (k == "total", k))
+    serving = [(k, label) for k, label in _SERVING if any(k in (r.get("metrics") or {}) for r in staged)]
+    if serving:
+        caption = (
+            "Mean milliseconds of each funnel stage per request (the whole funnel call that answered"
+            " it: with micro-batching, several requests share one call); CPU per request is the"
+            " funnel's total divided by the mean batch, and 'outside funnel' is the handler's mean"
+            " minus the funnel's (FastAPI, the event-store read, waiting for the call in progress);"
+            " the machine's 1-minute load average before the run:"
+        )
+    else:
+        caption = (
+            "Mean milliseconds per request in each funnel stage, and the machine's 1-minute load "
+            "average before the run:"
+        )
     lines = [
-        "Mean milliseconds per request in each funnel stage (inside the handler), and the machine's "
-        "1-minute load average before the run:",
+        caption,
         "",
-        "| model | protocol | " + " | ".join(stages) + " | load avg |",
-        "|---|---|" + "---:|" * (len(stages) + 1),
+        "| model | protocol | " + " | ".join([*stages, *(label for _, label in serving)]) + " | load avg |",
+        "|---|---|" + "---:|" * (len(stages) + len(serving) + 1),
     ]
     for r in staged:
         load = r.get("load_average_before") or (r.get("machine") or {}).get("load_average")
         cells = [_num(r["stage_ms"].get(k)) for k in stages]
+        cells += [_num((r.get("metrics") or {}).get(k)) for k, _ in serving]
         lines.append(
             f"| {r.get('model')} | {r.get('protocol')} | "
             + " | ".join(cells)
