@@ -155,6 +155,16 @@ def _video_entries() -> tuple[SeqEntry, ...]:
         # (d=128 without decay overfits after ~10 epochs; decoupled decay holds the item table
         # back, so the plateau is later and higher.) Its test row: full HR@10 0.1194 / NDCG@10
         # 0.0647, 16.8 s per epoch, best epoch 625 s in: HR@10 just short of the 0.12 bar.
+        # Last try, one change each from "this" (validation only, 1 thread each, run side by side
+        # with an unrelated pytest run on the 2 cores for the first ~6 epochs, which inflated
+        # those epochs' seconds by ~140 s; best epoch = the ndcg@10 monitor's choice):
+        #   16,384 negatives:   epoch 24  0.1371 / 0.0758  993 s (22 s per epoch against 17 s);
+        #                       within 900 s: epoch 21  0.1381 / 0.0750  893 s
+        #   dropout 0.3 (0.5):  epoch 16  0.1350 / 0.0748  636 s (stopped at epoch 20)
+        # Neither beats "this" on validation in a form the suite would reproduce (the doubled
+        # sample's peak is 0.1371 at HR@10, after 900 s measured; its epoch-21 HR@10 0.1381 is
+        # not the monitor's choice, and within 0.001 of "this", under seed noise), so the entry
+        # stays as it is and the suite was not rerun.
         SeqEntry(
             "SASRec-SCE-tuned",
             "sasrec",
