@@ -73,7 +73,7 @@ SUITES: dict[str, Callable[..., list[dict]]] = {
     "ann": _lazy("recfunnel.bench.ann", "run_ann_suite"),
     "retrieval-ml100k": _lazy("recfunnel.bench.retrieval", "run_retrieval_suite"),
     "ae-ml100k": _lazy("recfunnel.bench.ae", "run_ae_suite"),
-    "implicit-weights": _lazy("recfunnel.bench.ae", "run_implicit_weights_suite"),
+    "implicit-weights": _lazy("recfunnel.bench.implicit_weights", "run_implicit_weights_suite"),
     "funnel-ml100k": _lazy("recfunnel.bench.funnel", "run_funnel_suite"),
     "optim": _lazy("recfunnel.bench.optim", "run_optim_suite"),
     "serve-latency": _lazy("recfunnel.bench.serve_latency", "run_serve_latency_suite"),
