@@ -225,11 +225,6 @@ def _answer(state: ServiceState, batch: Sequence[_Prepared]) -> list[RecommendRe
     return out
 
 
-def _recommend(state: ServiceState, req: RecommendRequest) -> RecommendResponse:
-    """One request answered alone (no batching)."""
-    return _answer(state, [_prepare(state, req)])[0]
-
-
 def create_app(settings: ServiceSettings) -> FastAPI:
     """The FastAPI application serving `settings.bundle` (loaded, checked and warmed here)."""
     state = ServiceState(settings)
