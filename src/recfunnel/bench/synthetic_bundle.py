@@ -122,8 +122,7 @@ def _cached_index(spec: SyntheticSpec, cache: Path) -> tuple[Any, Path] | None:
             if index_key(other) != want or not path.is_dir():
                 continue
             index = load_index(path)
-        except (OSError, ValueError, KeyError) as exc:  # a broken cache entry: build instead
-            del exc
+        except (OSError, ValueError, KeyError):  # a broken cache entry: build instead
             continue
         index.set_params(ef_search=spec.hnsw_ef_search)
         return index, path

@@ -1,8 +1,9 @@
 """Opportunistic micro-batching of CPU-bound requests on a service process's event loop.
 
-A funnel answers B requests in one call for much less than B times the cost of one (measured at a
-million items, one thread: 8 requests per call cost about half as much each as one at a time, as
-the index, the ranker's matrix products and the numpy bookkeeping are paid once per call). Under
+A funnel answers B requests in one call for much less than B times the cost of one: the index,
+the ranker's matrix products and the numpy bookkeeping are paid once per call (``recfunnel bench
+serve-latency`` at a million items: 2.2 ms of service CPU per request at a mean batch of 3.9,
+against 4.1 ms answered one at a time). Under
 load, requests queue anyway while the process computes; :class:`Batcher` answers the ones waiting
 at the same moment together, and never waits for more to arrive: an idle service answers each
 request alone, as fast as before, and a busy one spends less CPU per request the busier it is.
