@@ -186,3 +186,26 @@ def test_rows_name_the_commands_that_wrote_them():
         "Rows measured by: `recfunnel bench seq-toy --json bench/results/seq-toy.json`; then "
         "`recfunnel bench seq-toy -m B --json x`" in text
     )
+
+
+def test_a_sequence_aggregate_row_shows_each_seed_best_epoch_and_timing_spread():
+    from recfunnel.bench.rows import aggregate_seeds
+
+    base = {"suite": "seq-toy", "protocol": "full", "dataset": "d", "split": "s", "model": "S"}
+    runs = [
+        {
+            **base,
+            "seed": s,
+            "metrics": {"ndcg@10": n},
+            "train_seconds": 10.0,
+            "epochs_run": e + 4,
+            "best_epoch": e,
+            "seconds_per_epoch": spe,
+            "seconds_to_best_epoch": tb,
+        }
+        for s, n, e, spe, tb in ((0, 0.10, 20, 16.0, 600.0), (1, 0.12, 24, 18.0, 700.0))
+    ]
+    text = render_markdown(runs + aggregate_seeds(runs), "cmd")
+    # mean +- std of the seconds (std of 600 and 700, ddof 1: 70.7), each seed's best epoch
+    assert "| S | 0.1100 +- 0.0141 |" in text
+    assert "| best 20/24 | 17.0000 +- 1.4 | 650 +- 70.7 |" in text

@@ -67,3 +67,25 @@ def test_an_entry_chooses_its_epoch_on_its_own_valid_protocol():
     session = SPECS["session-diginetica"]  # no fixed negatives: the suite's first protocol
     job = _Job(session, session.entries[-1], False, None, False, False, 1)
     assert _run_config(job).eval.valid_protocol == "full-unmasked"
+
+
+@pytest.mark.skipif(not has_dataset("diginetica-sample"), reason="diginetica-sample not under the data root")
+def test_seeds_give_one_row_each_then_mean_and_std_rows():
+    rows = run_seq_suite(
+        "session-diginetica", quick=True, progress=False, isolate=False, models=["GRU4Rec"], seeds=(0, 1)
+    )
+    runs = [r for r in rows if not r.get("aggregate")]
+    agg = [r for r in rows if r.get("aggregate")]
+    assert sorted((r["seed"], r["protocol"]) for r in runs) == sorted(
+        (s, p) for s in (0, 1) for p in ("full-unmasked", "full")
+    )
+    assert [r["config"]["train"]["seed"] for r in runs] == [0, 0, 1, 1]  # the training seed moved
+    by_seed = {r["seed"]: r for r in runs if r["protocol"] == "full"}
+    assert by_seed[0]["metrics"] != by_seed[1]["metrics"]  # another initialisation, other figures
+    assert {r["protocol"] for r in agg} == {"full-unmasked", "full"}
+    a = next(r for r in agg if r["protocol"] == "full")
+    assert a["seeds"] == [0, 1] and a["best_epochs"] == [by_seed[0]["best_epoch"], by_seed[1]["best_epoch"]]
+    want = (by_seed[0]["metrics"]["recall@20"] + by_seed[1]["metrics"]["recall@20"]) / 2
+    assert a["metrics"]["recall@20"] == pytest.approx(want)
+    spe = [by_seed[s]["seconds_per_epoch"] for s in (0, 1)]
+    assert a["seconds_per_epoch"] == pytest.approx(sum(spe) / 2) and a["seconds_per_epoch_std"] >= 0

@@ -397,8 +397,11 @@ def _generic_section(suite: str, rows: list[dict], command: str) -> list[str]:
                 last = _num(r.get("train_seconds"))
             if seq:
                 best = f"{r['epochs_run']} ({r['best_epoch']})" if r.get("epochs_run") else _DASH
+                if r.get("aggregate") and r.get("best_epochs"):  # one run's count would mislead
+                    best = "best " + "/".join(str(b) for b in r["best_epochs"])
                 last += f" | {best} | " + " | ".join(
                     _num(r.get(k))
+                    + (f" +- {r[k + '_std']:.1f}" if isinstance(r.get(k + "_std"), (int, float)) else "")
                     for k in (
                         "seconds_per_epoch",
                         "seconds_to_best_epoch",

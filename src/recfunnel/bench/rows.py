@@ -237,11 +237,16 @@ def per_user_keys(result: Any) -> dict[str, Any]:
 # row files
 
 
+#: per-run timing figures an aggregate row averages over its seeds (where every seed row has them)
+SEED_TIMINGS = ("seconds_per_epoch", "seconds_to_best_epoch", "samples_per_second", "positions_per_second")
+
+
 def aggregate_seeds(rows: Sequence[dict]) -> list[dict]:
     """One ``aggregate`` row per (model, protocol) that has rows of two or more seeds: every
     numeric metric as the mean over the seeds (``metrics``) and its standard deviation, ddof=1
-    (``metrics_std``); the other keys from the seed-0 (first) row but its per-user vectors (the
-    seed rows keep theirs), ``seeds`` listing the seeds."""
+    (``metrics_std``); the timing figures of :data:`SEED_TIMINGS` a row has as their mean and
+    ``<key>_std``, each seed's best epoch as ``best_epochs``; the other keys from the seed-0 (first)
+    row but its per-user vectors (the seed rows keep theirs), ``seeds`` listing the seeds."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if not r.get("aggregate"):
@@ -253,6 +258,11 @@ def aggregate_seeds(rows: Sequence[dict]) -> list[dict]:
         keys = [k for k, v in rs[0]["metrics"].items() if isinstance(v, (int, float))]
         arr = {k: np.array([r["metrics"][k] for r in rs], dtype=np.float64) for k in keys}
         times = np.array([r.get("train_seconds") or 0.0 for r in rs], dtype=np.float64)
+        timings = {}
+        for k in SEED_TIMINGS:
+            if all(isinstance(r.get(k), (int, float)) for r in rs):
+                v = np.array([r[k] for r in rs], dtype=np.float64)
+                timings.update({k: float(v.mean()), f"{k}_std": float(v.std(ddof=1))})
         out.append(
             {
                 **{k: v for k, v in rs[0].items() if k not in ("per_user", "per_user_users")},
@@ -263,6 +273,8 @@ def aggregate_seeds(rows: Sequence[dict]) -> list[dict]:
                 "metrics_std": {k: float(v.std(ddof=1)) for k, v in arr.items()},
                 "train_seconds": float(times.mean()),
                 "train_seconds_std": float(times.std(ddof=1)),
+                **timings,
+                "best_epochs": [r.get("best_epoch") for r in rs],
                 "valid_history": [],
             }
         )

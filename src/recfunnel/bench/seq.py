@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from recfunnel.atomic import atomic_write_text
-from recfunnel.bench.rows import fit_figures, merged_with_file, result_rows
+from recfunnel.bench.rows import aggregate_seeds, fit_figures, merged_with_file, result_rows
 from recfunnel.run import (
     DataConfig,
     EvalSection,
@@ -284,6 +284,7 @@ class _Job:
     progress: bool
     isolated: bool
     threads: int | None
+    seed: int = 0
 
 
 def _run_job(job: _Job) -> list[dict]:
@@ -307,7 +308,7 @@ def _run_config(job: _Job) -> RunConfig:
         split=SplitConfig(method="leave_one_out", seed=0, eval_negatives=spec.eval_negatives),
         model=ModelSection(name=e.family, params=e.params),
         objective=ObjectiveSection(**e.objective),
-        train=TrainConfig(**dict(e.train, progress=job.progress)),
+        train=TrainConfig(**dict(e.train, progress=job.progress, seed=job.seed)),
         eval=EvalSection(
             protocols=spec.protocols,
             ks=spec.ks,
@@ -358,6 +359,7 @@ def run_seq_suite(
     models: Sequence[str] | None = None,
     isolate: bool | None = None,
     threads: int | None = 1,
+    seeds: Sequence[int] = (0,),
     on_rows: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Run the sequence suite `name` ("seq-video", "seq-ml100k", "session-diginetica"); rows as
@@ -367,6 +369,8 @@ def run_seq_suite(
     `models`: only these labels. `isolate`: one spawned subprocess per model (per-model peak RSS;
     default: True for full runs). `threads`: torch threads while a model runs (default 1: on a
     shared 2-core machine a second intra-op thread made steps 2-3x slower; None keeps torch's).
+    `seeds`: training seeds (the split's stays 0); with two or more, each model's seed rows are
+    followed by mean +- std ``aggregate`` rows (:func:`~recfunnel.bench.rows.aggregate_seeds`).
     `on_rows`: called with all rows so far after each model (e.g. to save partial results)."""
     try:
         spec = SPECS[name]
@@ -387,19 +391,23 @@ def run_seq_suite(
     root = None if data_root is None else str(data_root)
     rows: list[dict] = []
     t_suite = time.perf_counter()
-    for n, e in enumerate(entries, 1):
+    runs = [(e, seed) for e in entries for seed in seeds]
+    for n, (e, seed) in enumerate(runs, 1):
         if progress:
-            print(f"[{name}] {n}/{len(entries)} {e.label} ...", flush=True)
-        job = _Job(spec, e, quick, root, progress, isolate, threads)
+            print(f"[{name}] {n}/{len(runs)} {e.label} seed {seed} ...", flush=True)
+        job = _Job(spec, e, quick, root, progress, isolate, threads, seed)
         got = _run_isolated(job) if isolate else _run_job(job)
         rows.extend(got)
+        if len(seeds) > 1 and seed == seeds[-1]:
+            rows.extend(aggregate_seeds([r for r in rows if r["model"] == e.label]))
         if progress:
             parts = [
                 f"{r['protocol']} " + " ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items() if "@10" in k)
                 for r in got
             ]
             print(
-                f"[{name}] {e.label}: train {got[0]['train_seconds']:.0f}s, epochs {got[0]['epochs_run']}, "
+                f"[{name}] {e.label} seed {seed}: train {got[0]['train_seconds']:.0f}s, "
+                f"epochs {got[0]['epochs_run']}, "
                 + "; ".join(parts)
                 + f"  (suite {time.perf_counter() - t_suite:.0f}s)",
                 flush=True,
@@ -410,9 +418,18 @@ def run_seq_suite(
 
 
 def _suite_fn(name: str) -> Callable[..., list[dict]]:
-    def run(quick=False, data_root=None, progress=True, models=None, isolate=None, threads=1) -> list[dict]:
+    def run(
+        quick=False, data_root=None, progress=True, models=None, isolate=None, threads=1, seeds=None
+    ) -> list[dict]:
         return run_seq_suite(
-            name, quick, data_root, progress, models=models, isolate=isolate, threads=threads
+            name,
+            quick,
+            data_root,
+            progress,
+            models=models,
+            isolate=isolate,
+            threads=threads,
+            seeds=tuple(seeds) if seeds else (0,),
         )
 
     run.__doc__ = f"The {name} sequence suite (see recfunnel.bench.seq)."
@@ -443,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="training seeds (default: 0)")
     parser.add_argument("--no-isolate", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -462,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         models=args.models,
         isolate=False if args.no_isolate else None,
         threads=args.threads or None,
+        seeds=tuple(args.seeds),
         on_rows=save,
     )
     if not args.out:

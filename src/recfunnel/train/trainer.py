@@ -54,6 +54,14 @@ class TrainConfig(BaseModel):
         "adam", description="dense optimiser; sparse embedding tables use RowAdam (SGD when 'sgd')"
     )
     weight_decay: float = Field(0.0, ge=0, description="weight decay on dense parameters")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="learning rate over the run: constant, or cosine decay from `lr` to 0 at the "
+        "end of `epochs` (set per step; with early stopping the run may end before it reaches 0)",
+    )
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear warm-up from 0 to `lr` over this many epochs (fractions allowed)"
+    )
     patience: int = Field(5, ge=0, description="epochs without validation gain before stopping; 0: never")
     monitor: str = Field("ndcg@10", description="validation metric for early stopping and best epoch")
     seed: int = Field(0, description="seed for initialisation, negatives and batch order")
@@ -110,6 +118,24 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
     if sparse:
         opts.append(RowAdam(sparse, lr=cfg.lr))
     return opts
+
+
+def lr_factor(cfg: TrainConfig, progress: float) -> float:
+    """The learning rate's multiplier after `progress` epochs (fractional) of a run of
+    ``cfg.epochs``: the linear warm-up, then the schedule."""
+    if cfg.warmup_epochs and progress < cfg.warmup_epochs:
+        return progress / cfg.warmup_epochs
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = cfg.epochs - cfg.warmup_epochs
+    t = min(1.0, (progress - cfg.warmup_epochs) / span) if span > 0 else 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _set_lr(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
 
 
 def _sparse_tables(model: torch.nn.Module) -> set[int]:
@@ -286,6 +312,7 @@ class Trainer:
             # the saved run had already stopped early: an uninterrupted run would train no further
             end_epoch, report.stopped_early = start_epoch, True
         threads = cfg.threads if cfg.threads is not None else getattr(model, "train_threads", None)
+        scheduled = cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
         with (
             _torch_threads(threads),
             Progress(
@@ -306,6 +333,8 @@ class Trainer:
                 compute, total_loss, n_seen, step = 0.0, 0.0, 0, 0
                 for batch in objective.batches(epoch, cfg.seed, cfg.batch_size):
                     c0 = time.perf_counter()
+                    if scheduled:
+                        _set_lr(optimizers, cfg.lr * lr_factor(cfg, epoch + min(1.0, step / n_batches)))
                     if device.type != "cpu":
                         batch = to_device(batch, device, non_blocking=True)
                     for opt in optimizers:
@@ -437,8 +466,12 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _resume_key(cfg: TrainConfig) -> dict:
-    """Settings that must not change between an interrupted run and its resumption."""
-    return cfg.model_dump(include={"batch_size", "lr", "optimizer", "weight_decay", "seed", "monitor"})
+    """Settings that must not change between an interrupted run and its resumption (the schedule's
+    only when there is one, so checkpoints written before schedules existed still resume)."""
+    keys = {"batch_size", "lr", "optimizer", "weight_decay", "seed", "monitor"}
+    if cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0:
+        keys |= {"lr_schedule", "warmup_epochs", "epochs"}
+    return cfg.model_dump(include=keys)
 
 
 def _epoch_line(entry: dict, monitor: str) -> str:
