@@ -356,3 +356,28 @@ def test_full_softmax_ce_equals_cross_entropy_in_value_and_gradient():
             grads.append((loss.detach(), h.grad, w.grad, b.grad if with_bias else torch.zeros(())))
         for x, y in zip(*grads, strict=True):
             torch.testing.assert_close(x, y)
+
+
+def test_evaluation_in_history_length_order_gives_the_same_metrics_and_per_user_values():
+    """evaluate_full visits users by history length (less padding); the sums and each user's own
+    values are those of visiting them in file order."""
+    rng = np.random.default_rng(3)
+    rows = [
+        (u, int(i), t)
+        for u in range(40)
+        for t, i in enumerate(rng.permutation(30)[: int(rng.integers(4, 25))])
+    ]
+    frame = pl.DataFrame({k: [r[j] for r in rows] for j, k in enumerate(("user", "item", "timestamp"))})
+    ds = build_dataset("uneven-seq", frame)
+    split = leave_one_out(ds)
+    model = _untrained(ds)
+    sorted_run = evaluate_full(model, ds, split, "test", ks=(5, 10), batch_size=6, per_user=True)
+    order = model.eval_order(split.eval_users(ds, "test"))
+    assert not np.array_equal(order, np.arange(len(order)))  # the order did change
+    model.eval_order = lambda users: np.arange(len(users))  # file order
+    plain_run = evaluate_full(model, ds, split, "test", ks=(5, 10), batch_size=6, per_user=True)
+    assert sorted_run.metrics == pytest.approx(plain_run.metrics, abs=1e-9)
+    assert np.array_equal(sorted_run.users, plain_run.users)
+    for k, v in plain_run.per_user.items():
+        np.testing.assert_allclose(sorted_run.per_user[k], v, atol=1e-9)
+        assert v.std() > 0  # users differ, so a misaligned vector would show

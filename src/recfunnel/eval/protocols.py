@@ -40,6 +40,15 @@ def _keep_per_user(store: dict[str, list[np.ndarray]], per_user: dict[str, torch
         store.setdefault(f"{name}@{k}", []).append(per_user[f"{name}@{k}"].cpu().numpy())
 
 
+def _unvisit(values: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Per-user values computed in `order` (users[order]) put back in the users' own order."""
+    if order is None:
+        return values
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
 def _diversity_vectors(model: object, dataset: Dataset) -> Any:
     """Genre (list-column) multi-hot vectors of the item table, else the model's item vectors,
     else None."""
@@ -132,8 +141,12 @@ def evaluate_full(
     tops: list[np.ndarray] = []
     device = module_device(model)
     with _history_for(model, dataset, split, part):
-        for start in range(0, len(users), batch_size):
-            ub = users[start : start + batch_size]
+        # a model may ask for its users in another order (sequence models: by history length, so
+        # each batch pads to a similar length); sums do not care, per-user vectors are put back
+        order = model.eval_order(users) if hasattr(model, "eval_order") else None
+        visit = users if order is None else users[order]
+        for start in range(0, len(visit), batch_size):
+            ub = visit[start : start + batch_size]
             scores = model.score_all(torch.from_numpy(ub).to(device)).float().cpu()
             if mask_seen:
                 mcols, _ = _padded_rows(mask, ub)
@@ -170,7 +183,9 @@ def evaluate_full(
         len(users),
         metrics,
         time.perf_counter() - t0,
-        per_user={k: np.concatenate(v).astype(np.float64) for k, v in kept.items()} if per_user else None,
+        per_user={k: _unvisit(np.concatenate(v).astype(np.float64), order) for k, v in kept.items()}
+        if per_user
+        else None,
         users=np.asarray(users, dtype=np.int64) if per_user else None,
     )
 
@@ -243,7 +258,9 @@ def evaluate_sampled(
         len(users),
         metrics,
         time.perf_counter() - t0,
-        per_user={k: np.concatenate(v).astype(np.float64) for k, v in kept.items()} if per_user else None,
+        per_user={k: _unvisit(np.concatenate(v).astype(np.float64), order) for k, v in kept.items()}
+        if per_user
+        else None,
         users=np.asarray(users, dtype=np.int64) if per_user else None,
     )
 
