@@ -178,7 +178,10 @@ class Model(nn.Module):
         """[B] -> [B, n_items]. Factorised models take one matmul; others score all pairs,
         in item chunks so memory stays bounded."""
         if isinstance(self, Factorised):
-            return self.user_vectors(users) @ self.item_vectors().T + self.item_bias_all()
+            scores = self.user_vectors(users) @ self.item_vectors().T
+            bias = self.item_bias_all()
+            # a fresh matrix: the bias goes in in place, and a zero bias costs no pass over it
+            return scores if isinstance(bias, (int, float)) and bias == 0 else scores.add_(bias)
         out = []
         for start in range(0, self.n_items, item_chunk):
             items = torch.arange(start, min(start + item_chunk, self.n_items), device=users.device)
