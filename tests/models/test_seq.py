@@ -381,3 +381,11 @@ def test_evaluation_in_history_length_order_gives_the_same_metrics_and_per_user_
     for k, v in plain_run.per_user.items():
         np.testing.assert_allclose(sorted_run.per_user[k], v, atol=1e-9)
         assert v.std() > 0  # users differ, so a misaligned vector would show
+
+
+def test_encode_last_equals_the_last_position_of_the_full_encoding():
+    torch.manual_seed(0)
+    model = _model("sasrec", n_items=30, heads=2, blocks=3).eval()
+    seq = torch.tensor([[0, 0, 0, 4, 7, 9], [3, 1, 4, 1, 5, 9], [0, 0, 0, 0, 0, 2]])
+    with torch.no_grad():
+        np.testing.assert_allclose(model.encode_last(seq), model.encode(seq)[:, -1], atol=1e-5)

@@ -95,16 +95,18 @@ class SelfAttentionBlock(nn.Module):
         self.drop1 = PoolDropout(dropout)
         self.drop2 = PoolDropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x [B, W, d], mask [B, 1, W, W] additive -> [B, W, d]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x [B, W, d], mask [B, 1, W, W] additive -> [B, W, d]; with `last_only`, the output at
+        the last position alone, [B, 1, d] (its query attends over every position as before)."""
         b, w, d = x.shape
         h = self.heads
-        q_in = self.attn_norm(x)
-        q = self.q(q_in).view(b, w, h, d // h).transpose(1, 2)
+        q_in = self.attn_norm(x[:, -1:] if last_only else x)
+        wq = q_in.shape[1]
+        q = self.q(q_in).view(b, wq, h, d // h).transpose(1, 2)
         k, v = self.kv(x).view(b, w, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d // h)) + mask
+        scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d // h)) + mask[:, :, -wq:]
         att = self.attn_drop(torch.softmax(scores, dim=-1))
-        y = self.out((att @ v).transpose(1, 2).reshape(b, w, d))
+        y = self.out((att @ v).transpose(1, 2).reshape(b, wq, d))
         x = q_in + y
         z = self.ffn_norm(x)
         return z + self.drop2(self.ffn2(self.drop1(torch.relu(self.ffn1(z)))))

@@ -59,14 +59,22 @@ class SASRec(SequenceModel):
             self.item_emb.weight[0].zero_()
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        return self._encode(seq, last_only=False)
+
+    def encode_last(self, seq: torch.Tensor) -> torch.Tensor:
+        """The state at the last position only, [B, d]: the last block computes that query alone
+        (the earlier blocks need every position for its keys)."""
+        return self._encode(seq, last_only=True)[:, -1]
+
+    def _encode(self, seq: torch.Tensor, last_only: bool) -> torch.Tensor:
         w = seq.shape[1]
         if w > self.max_len:
             seq, w = seq[:, -self.max_len :], self.max_len
         x = self.item_emb(seq) * self.scale + self.pos_emb.weight[self.max_len - w :]
         x = self.emb_drop(x)
         mask = attention_mask(seq)
-        for block in self.blocks:
-            x = block(x, mask)
+        for n, block in enumerate(self.blocks, 1):
+            x = block(x, mask, last_only=last_only and n == len(self.blocks))
         return self.final_norm(x)
 
     def output_table(self) -> torch.Tensor:

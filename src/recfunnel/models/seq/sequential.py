@@ -39,6 +39,10 @@ class SequenceModel(Model):
         """Output item embeddings [n_items + 1, d] (row i + 1 is item i)."""
         raise NotImplementedError
 
+    def encode_last(self, seq: torch.Tensor) -> torch.Tensor:
+        """The hidden state at the last position only, [B, d] (a subclass may compute less)."""
+        return self.encode(seq)[:, -1]
+
     def output_bias(self) -> torch.Tensor | None:
         """Output item bias [n_items + 1], or None."""
         return None
@@ -94,11 +98,11 @@ class SequenceModel(Model):
         rows = torch.as_tensor(rows).to(indptr.device)
         device = self.output_table().device
         if len(rows) <= self.SCORE_CHUNK:
-            return self.encode(left_padded(indptr, items, rows, self.max_len).to(device))[:, -1]
+            return self.encode_last(left_padded(indptr, items, rows, self.max_len).to(device))
         lengths = (indptr[rows + 1] - indptr[rows]).clamp(max=self.max_len)
         out = None
         for part in torch.argsort(lengths, stable=True).split(self.SCORE_CHUNK):
-            h = self.encode(left_padded(indptr, items, rows[part], self.max_len).to(device))[:, -1]
+            h = self.encode_last(left_padded(indptr, items, rows[part], self.max_len).to(device))
             if out is None:
                 out = h.new_empty(len(rows), h.shape[1])
             out[part] = h
