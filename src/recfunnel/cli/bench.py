@@ -33,8 +33,8 @@ def bench(
         list[int],
         typer.Option(
             "--seed",
-            help="training seed (repeatable; retrieval-ml100k: mean +- std rows over them) (default: the "
-            "suite's)",
+            help="training seed (repeatable; two or more: mean +- std rows over them, in the suites "
+            "that take seeds) (default: the suite's)",
         ),
     ] = [],
 ) -> None:
