@@ -60,3 +60,32 @@ def test_unknown_protocol_lists_the_valid_ones(data):
     ds, split = data
     with pytest.raises(ValueError, match="valid: full, full-unmasked, sampled"):
         evaluate(FixedScores([0.0] * 5), ds, split, "ranked", "test")
+
+
+class ParityScores(torch.nn.Module):
+    """Even users rank their held-out item (candidate column 0) first, odd users last."""
+
+    family = "parity"
+
+    def score(self, users: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        s = -torch.arange(cand.shape[1], dtype=torch.float32).expand(len(users), -1).clone()
+        return torch.where((users % 2 == 0)[:, None], s, -s)
+
+
+def test_sampled_per_user_values_line_up_with_their_users():
+    from recfunnel.eval.protocols import evaluate_sampled
+
+    n_users = 9
+    frame = pl.DataFrame(
+        {
+            "user": [u for u in range(n_users) for _ in range(5)],
+            "item": [(u + j) % 12 for u in range(n_users) for j in range(5)],
+            "timestamp": [j for _ in range(n_users) for j in range(5)],
+        }
+    )
+    ds = build_dataset("parity", frame)
+    split = leave_one_out(ds).with_negatives(ds, n=4, seed=0)
+    res = evaluate_sampled(ParityScores(), ds, split, "test", ks=(1, 5), per_user=True)
+    ndcg = res.per_user["ndcg@5"]
+    for user, value in zip(res.users.tolist(), ndcg.tolist(), strict=True):
+        assert value == (1.0 if user % 2 == 0 else pytest.approx(1 / math.log2(6))), user

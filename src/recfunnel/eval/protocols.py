@@ -258,9 +258,7 @@ def evaluate_sampled(
         len(users),
         metrics,
         time.perf_counter() - t0,
-        per_user={k: _unvisit(np.concatenate(v).astype(np.float64), order) for k, v in kept.items()}
-        if per_user
-        else None,
+        per_user={k: np.concatenate(v).astype(np.float64) for k, v in kept.items()} if per_user else None,
         users=np.asarray(users, dtype=np.int64) if per_user else None,
     )
 
