@@ -26,6 +26,8 @@ def test_unknown_suite_and_unknown_model_are_named():
         run_seq_suite("no-such-suite", quick=True)
     with pytest.raises(ValueError, match="NoSuchModel"):
         run_seq_suite("session-diginetica", quick=True, models=["NoSuchModel"])
+    with pytest.raises(ValueError, match="at least one training seed"):
+        run_seq_suite("session-diginetica", quick=True, seeds=())
 
 
 @pytest.mark.skipif(not has_dataset("diginetica-sample"), reason="diginetica-sample not under the data root")

@@ -393,6 +393,8 @@ def run_seq_suite(
         spec = SPECS[name]
     except KeyError:
         raise ValueError(f"unknown sequence suite {name!r}; valid: {', '.join(SPECS)}") from None
+    if not seeds:
+        raise ValueError("seeds must name at least one training seed")
     entries = list(spec.entries)
     if models is not None:
         unknown = set(models) - {e.label for e in entries}
@@ -477,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="training seeds (default: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     parser.add_argument("--no-isolate", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
